@@ -1,0 +1,270 @@
+"""Store functions: keyword-only, over a Session, idempotent where work may repeat.
+
+Callers own the transaction (``with sessions.begin() as session``); nothing here commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models.errors import NotFoundError
+from models.tables import FINISHED, Document, Job, Status, TripletRow, utcnow
+from models.triplet import Triplet, locate
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    text: str
+    external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDocument:
+    id: int
+    text: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    job_id: int
+    name: str
+    counts: dict[str, int]
+    docs_per_second: float | None
+    eta_seconds: float | None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def unfinished(self) -> int:
+        return self.counts.get(Status.pending.value, 0) + self.counts.get(Status.running.value, 0)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def create_job(session: Session, *, name: str) -> Job:
+    job = Job(name=name)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def mark_job_submitted(session: Session, *, job_id: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(submitted_at=utcnow()))
+
+
+def add_documents(session: Session, *, job_id: int, documents: Sequence[NewDocument]) -> list[int]:
+    """Insert documents as pending; a text already in the job is skipped. Returns the new ids."""
+    if not documents:
+        return []
+    rows = [
+        {"job_id": job_id, "external_id": doc.external_id[:500], "sha256": text_sha256(doc.text), "text": doc.text}
+        for doc in documents
+    ]
+    dialect = session.get_bind().dialect.name
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        dialect_insert(Document.__table__)
+        .on_conflict_do_nothing(index_elements=["job_id", "sha256"])
+        .returning(Document.__table__.c.id)
+    )
+    return list(session.scalars(statement, rows))
+
+
+def claim_documents(
+    session: Session, *, document_ids: Sequence[int], max_attempts: int
+) -> list[ClaimedDocument]:
+    """Mark unfinished documents running and count the attempt.
+
+    A document already done or failed is skipped (a redelivered message repeats no work);
+    one that has used up its attempts is failed with that reason instead of run again.
+    """
+    rows = session.execute(
+        select(Document.id, Document.text, Document.attempts)
+        .where(Document.id.in_(document_ids), Document.status.not_in(FINISHED))
+        .order_by(Document.id)
+        .with_for_update()
+    ).all()
+    exhausted = [row.id for row in rows if row.attempts >= max_attempts]
+    if exhausted:
+        _finish(
+            session,
+            exhausted,
+            Status.failed,
+            error=f"gave up after {max_attempts} attempts (worker lost or retries exhausted)",
+        )
+    claimed = [ClaimedDocument(row.id, row.text, row.attempts + 1) for row in rows if row.attempts < max_attempts]
+    if claimed:
+        session.execute(
+            update(Document)
+            .where(Document.id.in_([doc.id for doc in claimed]))
+            .values(status=Status.running, attempts=Document.attempts + 1, started_at=utcnow())
+        )
+    return claimed
+
+
+def record_triplets(
+    session: Session,
+    *,
+    document_id: int,
+    text: str,
+    triplets: Iterable[Triplet],
+    model: str,
+    adapter: str,
+    prompt_version: str,
+) -> int:
+    """Replace this extractor's triplets of a document and mark it done. Returns the count stored."""
+    # Locking the document first serialises two deliveries of it, so the later one replaces
+    # the earlier one's rows instead of interleaving with them.
+    session.execute(select(Document.id).where(Document.id == document_id).with_for_update())
+    session.execute(
+        delete(TripletRow).where(
+            TripletRow.document_id == document_id,
+            TripletRow.model == model,
+            TripletRow.adapter == adapter,
+            TripletRow.prompt_version == prompt_version,
+        )
+    )
+    rows = []
+    seen: set[str] = set()
+    for triplet in triplets:
+        fingerprint = _fingerprint(triplet, model, adapter, prompt_version)
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        subject_span, object_span = locate(text, triplet.subject), locate(text, triplet.object)
+        rows.append(
+            {
+                **triplet.as_dict(),
+                "document_id": document_id,
+                "subject_start": subject_span.start if subject_span else None,
+                "subject_end": subject_span.end if subject_span else None,
+                "object_start": object_span.start if object_span else None,
+                "object_end": object_span.end if object_span else None,
+                "model": model,
+                "adapter": adapter,
+                "prompt_version": prompt_version,
+                "fingerprint": fingerprint,
+            }
+        )
+    if rows:
+        session.execute(insert(TripletRow), rows)
+    _finish(session, [document_id], Status.done, error=None)
+    return len(rows)
+
+
+def record_failure(session: Session, *, document_id: int, reason: str, raw_output: str | None = None) -> None:
+    _finish(session, [document_id], Status.failed, error=reason, raw_output=raw_output)
+
+
+def release_documents(session: Session, *, document_ids: Sequence[int]) -> None:
+    """Put running documents back to pending, e.g. before a retry."""
+    session.execute(
+        update(Document)
+        .where(Document.id.in_(document_ids), Document.status == Status.running)
+        .values(status=Status.pending)
+    )
+
+
+def unfinished_document_ids(session: Session, *, job_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Document.id).where(Document.job_id == job_id, Document.status.not_in(FINISHED)).order_by(Document.id)
+        )
+    )
+
+
+def get_job(session: Session, *, job_id: int | None = None) -> Job:
+    """The job with this id, or the newest job when ``job_id`` is None."""
+    statement = select(Job).order_by(Job.id.desc()).limit(1) if job_id is None else select(Job).where(Job.id == job_id)
+    job = session.scalars(statement).first()
+    if job is None:
+        raise NotFoundError("no jobs yet" if job_id is None else f"job {job_id}: not found")
+    return job
+
+
+def job_progress(session: Session, *, job_id: int) -> JobProgress:
+    job = get_job(session, job_id=job_id)
+    counts = {status.value: 0 for status in Status}
+    for status, count in session.execute(
+        select(Document.status, func.count()).where(Document.job_id == job_id).group_by(Document.status)
+    ):
+        counts[Status(status).value] = count
+    first_start, last_finish = session.execute(
+        select(func.min(Document.started_at), func.max(Document.finished_at)).where(Document.job_id == job_id)
+    ).one()
+    finished = counts[Status.done.value] + counts[Status.failed.value]
+    rate = eta = None
+    if finished and first_start and last_finish:
+        elapsed = (_aware(last_finish) - _aware(first_start)).total_seconds()
+        if elapsed > 0:
+            rate = finished / elapsed
+            eta = (counts[Status.pending.value] + counts[Status.running.value]) / rate
+    return JobProgress(job.id, job.name, counts, rate, eta)
+
+
+def document_failures(session: Session, *, job_id: int, limit: int = 20) -> list[Document]:
+    return list(
+        session.scalars(
+            select(Document)
+            .where(Document.job_id == job_id, Document.status == Status.failed)
+            .order_by(Document.id)
+            .limit(limit)
+        )
+    )
+
+
+def query_triplets(
+    session: Session,
+    *,
+    subject: str | None = None,
+    predicate: str | None = None,
+    object: str | None = None,
+    job_id: int | None = None,
+    limit: int | None = 100,
+) -> list[tuple[TripletRow, str]]:
+    """Triplets matching every filter given, with their document's external id.
+
+    A filter containing ``%`` or ``_`` is a SQL LIKE pattern, otherwise an exact match.
+    """
+    statement: Select = select(TripletRow, Document.external_id).join(Document)
+    for column, value in ((TripletRow.subject, subject), (TripletRow.predicate, predicate), (TripletRow.object, object)):
+        if value is not None:
+            statement = statement.where(column.like(value) if ("%" in value or "_" in value) else column == value)
+    if job_id is not None:
+        statement = statement.where(Document.job_id == job_id)
+    statement = statement.order_by(TripletRow.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return [(row, external_id) for row, external_id in session.execute(statement)]
+
+
+def _finish(
+    session: Session, document_ids: Sequence[int], status: Status, *, error: str | None, raw_output: str | None = None
+) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id.in_(document_ids))
+        .values(status=status, error=error, raw_output=raw_output, finished_at=utcnow())
+    )
+
+
+def _fingerprint(triplet: Triplet, model: str, adapter: str, prompt_version: str) -> str:
+    parts = (*triplet.key, model, adapter, prompt_version)
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

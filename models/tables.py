@@ -1,0 +1,113 @@
+"""SQLAlchemy 2.0 tables of the triplet store. Schema changes go through Alembic."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Status(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+FINISHED = (Status.done, Status.failed)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    documents: Mapped[list[Document]] = relationship(back_populates="job")
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("job_id", "sha256", name="uq_documents_job_sha256"),
+        Index("ix_documents_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[Status] = mapped_column(
+        Enum(Status, name="document_status", native_enum=False, length=16), default=Status.pending
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    raw_output: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job: Mapped[Job] = relationship(back_populates="documents")
+    triplets: Mapped[list[TripletRow]] = relationship(back_populates="document")
+
+
+class TripletRow(Base):
+    __tablename__ = "triplets"
+    __table_args__ = (
+        # The idempotency key: one copy per document and extractor, however often it runs.
+        UniqueConstraint("document_id", "fingerprint", name="uq_triplets_document_fingerprint"),
+        Index("ix_triplets_subject", "subject"),
+        Index("ix_triplets_object", "object"),
+        Index("ix_triplets_predicate", "predicate"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(500))
+    subject_type: Mapped[str] = mapped_column(String(100), default="")
+    predicate: Mapped[str] = mapped_column(String(200))
+    object: Mapped[str] = mapped_column(String(500))
+    object_type: Mapped[str] = mapped_column(String(100), default="")
+    subject_start: Mapped[int | None] = mapped_column(Integer)
+    subject_end: Mapped[int | None] = mapped_column(Integer)
+    object_start: Mapped[int | None] = mapped_column(Integer)
+    object_end: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(500))
+    adapter: Mapped[str] = mapped_column(String(500), default="")
+    prompt_version: Mapped[str] = mapped_column(String(50))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    document: Mapped[Document] = relationship(back_populates="triplets")
+
+
+class Adapter(Base):
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_adapters_name_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1000))
+    base_model: Mapped[str] = mapped_column(String(1000))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,181 @@
+"""What the CLI commands do, kept apart from argument parsing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from models import store
+from models.db import make_session_factory
+from models.errors import InputError, NotFoundError
+from models.migrate import require_head
+from models.settings import ENV_PREFIX, get_settings
+from models.tables import Status
+
+console = Console()
+errors = Console(stderr=True)
+POLL_SECONDS = 1.0
+
+
+def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
+    from producer.queue import extract_sender
+    from producer.submit import submit_corpus
+
+    settings = get_settings()
+    require_head(settings.database_url)
+    sessions = make_session_factory(settings.database_url)
+
+    def report_error(error: InputError) -> None:
+        errors.print(f"[yellow]skipped[/] {error}", highlight=False)
+
+    with _progress() as progress, extract_sender(settings) as send_group:
+        task = progress.add_task("reading", total=None)
+        report = submit_corpus(
+            paths,
+            name=name,
+            sessions=sessions,
+            send_group=send_group,
+            group_size=settings.task_group_size,
+            on_error=report_error,
+            on_progress=lambda r: progress.update(task, completed=r.read, description=f"queued {r.queued}"),
+        )
+    console.print(
+        f"job {report.job_id}: {report.queued} documents queued, "
+        f"{report.duplicates} duplicates skipped, {len(report.errors)} unreadable records skipped"
+    )
+    if not wait:
+        return 0
+    return follow_job(report.job_id)
+
+
+def follow_job(job_id: int) -> int:
+    """Show progress until no document is pending or running; 1 if any failed."""
+    sessions = make_session_factory(get_settings().database_url)
+    with _progress() as progress:
+        task = progress.add_task("extracting", total=None)
+        while True:
+            with sessions() as session:
+                state = store.job_progress(session, job_id=job_id)
+            progress.update(task, total=state.total, completed=state.total - state.unfinished)
+            if state.unfinished == 0:
+                break
+            time.sleep(POLL_SECONDS)
+    print_status(state)
+    if state.counts[Status.failed.value]:
+        with sessions() as session:
+            for doc in store.document_failures(session, job_id=job_id, limit=10):
+                errors.print(f"[red]failed[/] {doc.external_id}: {doc.error}", highlight=False)
+        return 1
+    return 0
+
+
+def run_status(job_id: int | None, *, as_json: bool) -> None:
+    settings = get_settings()
+    require_head(settings.database_url)
+    with make_session_factory(settings.database_url)() as session:
+        state = store.job_progress(session, job_id=store.get_job(session, job_id=job_id).id)
+    if as_json:
+        payload = {
+            "job": state.job_id, "name": state.name, "counts": state.counts,
+            "docs_per_second": state.docs_per_second, "eta_seconds": state.eta_seconds,
+        }
+        print(json.dumps(payload, ensure_ascii=False))
+    else:
+        print_status(state)
+
+
+def print_status(state: store.JobProgress) -> None:
+    table = Table(title=f"job {state.job_id} · {state.name}")
+    for status in Status:
+        table.add_column(status.value, justify="right")
+    table.add_column("docs/s", justify="right")
+    table.add_column("ETA", justify="right")
+    rate = f"{state.docs_per_second:.2f}" if state.docs_per_second else "–"
+    eta = f"{state.eta_seconds:.0f} s" if state.eta_seconds is not None and state.unfinished else "–"
+    table.add_row(*(str(state.counts[s.value]) for s in Status), rate, eta)
+    console.print(table)
+
+
+def run_query(
+    *, subject: str | None, predicate: str | None, object: str | None, job: int | None, limit: int | None, output: str
+) -> None:
+    settings = get_settings()
+    require_head(settings.database_url)
+    with make_session_factory(settings.database_url)() as session:
+        rows = store.query_triplets(
+            session, subject=subject, predicate=predicate, object=object, job_id=job, limit=limit
+        )
+    records = [
+        {**row_fields(row), "document": external_id, "model": row.model, "adapter": row.adapter}
+        for row, external_id in rows
+    ]
+    if output == "json":
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]) if records else ["subject"])
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        table = Table()
+        for column in ("subject", "subject_type", "predicate", "object", "object_type", "document"):
+            table.add_column(column)
+        for record in records:
+            table.add_row(*(str(record[c]) for c in ("subject", "subject_type", "predicate", "object", "object_type", "document")))
+        console.print(table)
+        console.print(f"{len(records)} triplets")
+
+
+def row_fields(row: store.TripletRow) -> dict[str, object]:
+    return {
+        "subject": row.subject, "subject_type": row.subject_type, "predicate": row.predicate,
+        "object": row.object, "object_type": row.object_type,
+        "subject_start": row.subject_start, "object_start": row.object_start,
+    }
+
+
+def run_requeue(job_id: int) -> None:
+    from producer.queue import extract_sender
+    from producer.submit import chunked
+
+    settings = get_settings()
+    require_head(settings.database_url)
+    with make_session_factory(settings.database_url)() as session:
+        store.get_job(session, job_id=job_id)
+        ids = store.unfinished_document_ids(session, job_id=job_id)
+    with extract_sender(settings) as send_group:
+        for group in chunked(ids, settings.task_group_size):
+            send_group(group)
+    console.print(f"job {job_id}: {len(ids)} unfinished documents queued again")
+
+
+def run_worker(*, device: str, queue: str, concurrency: int, loglevel: str) -> None:
+    if queue not in ("extract", "train"):
+        raise NotFoundError(f"--queue {queue}: expected extract or train")
+    if device:
+        # Settings is the only reader of the environment; the pool children inherit it.
+        os.environ[f"{ENV_PREFIX}DEVICE"] = device
+        get_settings.cache_clear()
+    settings = get_settings()
+    from worker.app import app
+
+    name = f"{queue}-{settings.device.replace(':', '')}@%h"
+    app.worker_main(
+        ["worker", "--queues", queue, "--concurrency", str(concurrency), "--pool", "prefork",
+         "--hostname", name, "--loglevel", loglevel, "--task-events"]
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=errors, transient=False,
+    )

@@ -1,0 +1,53 @@
+"""Shared fixtures: real Redis and PostgreSQL, SQLite files, tiny models built here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_session_factory
+from models.migrate import upgrade
+from tests.services import postgres_database, redis_server, redis_test_db
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def broker_url(redis_base_url: str) -> Iterator[str]:
+    with redis_test_db(redis_base_url) as url:
+        yield url
+
+
+def _postgres_or_skip() -> Iterator[str]:
+    with postgres_database() as url:
+        if url is None:
+            message = "no PostgreSQL at 127.0.0.1:5432 (set TRIPLETS_TEST_POSTGRES_URL)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A migrated, empty store: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'triplets.db'}"
+        upgrade(url)
+        yield url
+    else:
+        for url in _postgres_or_skip():
+            upgrade(url)
+            yield url
+
+
+@pytest.fixture
+def sessions(database_url: str) -> sessionmaker[Session]:
+    return make_session_factory(database_url)

@@ -1,0 +1,128 @@
+"""Store functions against real SQLite and PostgreSQL, migrated by Alembic."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import store
+from models.migrate import current_revision, head_revision
+from models.tables import Document, Status, TripletRow
+from models.triplet import Triplet
+
+TEXT = "《娘家的故事第二部》是张玲执导，林在培、何赛飞等主演的电视剧"
+DIRECTOR = Triplet("娘家的故事第二部", "导演", "张玲", "影视作品", "人物")
+ACTOR = Triplet("娘家的故事第二部", "主演", "林在培", "影视作品", "人物")
+EXTRACTOR = {"model": "tiny-glm", "adapter": "", "prompt_version": "v1"}
+
+
+def _job_with(sessions: sessionmaker[Session], *texts: str) -> tuple[int, list[int]]:
+    with sessions.begin() as session:
+        job = store.create_job(session, name="t")
+        ids = store.add_documents(
+            session, job_id=job.id, documents=[store.NewDocument(t, f"doc{i}") for i, t in enumerate(texts)]
+        )
+    return job.id, ids
+
+
+def test_migration_reaches_head(database_url: str) -> None:
+    assert current_revision(database_url) == head_revision(database_url) is not None
+
+
+def test_duplicate_texts_in_a_job_are_skipped(sessions: sessionmaker[Session]) -> None:
+    job_id, ids = _job_with(sessions, "a", "b", "a")
+    assert len(ids) == 2
+    with sessions.begin() as session:
+        again = store.add_documents(session, job_id=job_id, documents=[store.NewDocument("b", "x")])
+        other_job = store.create_job(session, name="other")
+        elsewhere = store.add_documents(session, job_id=other_job.id, documents=[store.NewDocument("b", "x")])
+    assert again == []
+    assert len(elsewhere) == 1
+
+
+def test_recording_twice_leaves_one_copy(sessions: sessionmaker[Session]) -> None:
+    _, (doc_id,) = _job_with(sessions, TEXT)
+    for _ in range(2):
+        with sessions.begin() as session:
+            store.claim_documents(session, document_ids=[doc_id], max_attempts=5)
+            # the same triplet twice in one answer counts once as well
+            count = store.record_triplets(
+                session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR, ACTOR, DIRECTOR], **EXTRACTOR
+            )
+        assert count == 2
+    with sessions() as session:
+        rows = session.scalars(select(TripletRow).order_by(TripletRow.id)).all()
+        document = session.get(Document, doc_id)
+    assert [(r.subject, r.predicate, r.object) for r in rows] == [
+        ("娘家的故事第二部", "导演", "张玲"),
+        ("娘家的故事第二部", "主演", "林在培"),
+    ]
+    assert document is not None and document.status == Status.done and document.error is None
+    assert (rows[0].subject_start, rows[0].subject_end) == (1, 9)
+    assert TEXT[rows[0].object_start : rows[0].object_end] == "张玲"
+
+
+def test_another_adapter_keeps_its_own_copy(sessions: sessionmaker[Session]) -> None:
+    _, (doc_id,) = _job_with(sessions, TEXT)
+    with sessions.begin() as session:
+        store.record_triplets(session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR], **EXTRACTOR)
+        store.record_triplets(
+            session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR], **{**EXTRACTOR, "adapter": "lora-v2"}
+        )
+    with sessions() as session:
+        adapters = session.scalars(select(TripletRow.adapter).order_by(TripletRow.adapter)).all()
+    assert adapters == ["", "lora-v2"]
+
+
+def test_claim_skips_finished_and_fails_exhausted(sessions: sessionmaker[Session]) -> None:
+    _, (done_id, fresh_id, tired_id) = _job_with(sessions, "done", "fresh", "tired")
+    with sessions.begin() as session:
+        store.claim_documents(session, document_ids=[done_id], max_attempts=3)
+        store.record_triplets(session, document_id=done_id, text="done", triplets=[], **EXTRACTOR)
+        for _ in range(3):
+            store.claim_documents(session, document_ids=[tired_id], max_attempts=3)
+    with sessions.begin() as session:
+        claimed = store.claim_documents(session, document_ids=[done_id, fresh_id, tired_id], max_attempts=3)
+    assert [(doc.id, doc.attempts) for doc in claimed] == [(fresh_id, 1)]
+    with sessions() as session:
+        tired = session.get(Document, tired_id)
+        fresh = session.get(Document, fresh_id)
+    assert tired is not None and tired.status == Status.failed and "gave up after 3 attempts" in (tired.error or "")
+    assert fresh is not None and fresh.status == Status.running and fresh.started_at is not None
+
+
+def test_failure_keeps_reason_and_raw_output(sessions: sessionmaker[Session]) -> None:
+    job_id, (doc_id,) = _job_with(sessions, TEXT)
+    with sessions.begin() as session:
+        store.record_failure(session, document_id=doc_id, reason="unparseable output: no JSON", raw_output="抱歉")
+    with sessions() as session:
+        progress = store.job_progress(session, job_id=job_id)
+        (failed,) = store.document_failures(session, job_id=job_id)
+    assert progress.counts == {"pending": 0, "running": 0, "done": 0, "failed": 1}
+    assert (failed.error, failed.raw_output) == ("unparseable output: no JSON", "抱歉")
+
+
+def test_progress_rate_and_eta(sessions: sessionmaker[Session]) -> None:
+    job_id, ids = _job_with(sessions, "a", "b", "c", "d")
+    with sessions.begin() as session:
+        store.claim_documents(session, document_ids=ids[:2], max_attempts=3)
+        for doc_id in ids[:2]:
+            store.record_triplets(session, document_id=doc_id, text="x", triplets=[], **EXTRACTOR)
+    with sessions() as session:
+        progress = store.job_progress(session, job_id=job_id)
+    assert progress.counts["done"] == 2 and progress.unfinished == 2
+    assert progress.docs_per_second is not None and progress.docs_per_second > 0
+    assert progress.eta_seconds is not None and progress.eta_seconds > 0
+
+
+def test_query_filters_exact_and_like(sessions: sessionmaker[Session]) -> None:
+    job_id, (doc_id,) = _job_with(sessions, TEXT)
+    with sessions.begin() as session:
+        store.record_triplets(session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR, ACTOR], **EXTRACTOR)
+    with sessions() as session:
+        assert len(store.query_triplets(session, predicate="导演")) == 1
+        assert len(store.query_triplets(session, subject="娘家%")) == 2
+        assert store.query_triplets(session, object="张") == []
+        assert len(store.query_triplets(session, job_id=job_id, limit=1)) == 1
+        assert store.query_triplets(session, job_id=job_id + 1) == []
+        assert session.scalar(select(func.count()).select_from(TripletRow)) == 2

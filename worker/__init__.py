@@ -1,0 +1,1 @@
+"""The worker side: Celery app, thin tasks, the extraction engine."""

@@ -1,0 +1,59 @@
+"""The extraction engine interface and the per-process engine cache.
+
+One interface, one real implementation (``worker.hf_engine``), fakes in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from models.settings import Settings
+from models.triplet import Triplet
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """One document's outcome: triplets, or the reason there are none, and the raw output."""
+
+    raw: str
+    triplets: list[Triplet] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class ExtractionEngine(Protocol):
+    model_id: str
+    adapter_id: str
+    prompt_version: str
+
+    def extract(self, texts: Sequence[str]) -> list[Extraction]:
+        """One Extraction per text, in order. Raises only for failures of the whole batch."""
+        ...
+
+
+_engine: ExtractionEngine | None = None
+
+
+def get_engine(settings: Settings) -> ExtractionEngine:
+    """The process's engine, built on first use.
+
+    Lazy on purpose: it runs in the prefork pool child at its first task, never in the
+    parent (CUDA cannot be re-initialised in a forked child) and never in
+    ``worker_process_init`` (Celery kills that hook after 4 s).
+    """
+    global _engine
+    if _engine is None:
+        from worker.hf_engine import HuggingFaceEngine
+
+        _engine = HuggingFaceEngine.from_settings(settings)
+    return _engine
+
+
+def set_engine(engine: ExtractionEngine | None) -> None:
+    """Install an engine for this process (tests, benchmarks)."""
+    global _engine
+    _engine = engine

@@ -1,0 +1,219 @@
+"""The Hugging Face engine: a local causal LM (+ optional LoRA) with batched greedy decoding."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
+
+from models.errors import ConfigError, ModelError, ParseError
+from models.parser import parse_triplets
+from models.prompt import PromptTemplate, get_template
+from models.schema import PredicateSchema, load_schema
+from models.settings import Settings
+from worker.engine import Extraction
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"TRIPLETS_DEVICE: {device} requested but CUDA is not available")
+    return "cuda:0" if device == "cuda" else device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "4bit" if device.startswith("cuda") else "fp32"
+    return precision
+
+
+def _check_model_folder(path: Path | None, variable: str) -> Path:
+    if path is None:
+        raise ConfigError(f"{variable}: not set (a local folder with config.json and *.safetensors)")
+    if not path.is_dir():
+        raise ConfigError(f"{variable}: {path} is not a folder")
+    return path
+
+
+def load_model(settings: Settings, device: str, precision: str) -> tuple[Any, Any]:
+    """Tokenizer and model from local files only: safetensors, no remote code unless asked."""
+    path = _check_model_folder(settings.base_model, "TRIPLETS_BASE_MODEL")
+    common = {"local_files_only": True, "trust_remote_code": settings.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        kwargs: dict[str, Any] = {**common, "use_safetensors": True}
+        if precision == "4bit":
+            compute_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute_dtype,
+            )
+            kwargs["device_map"] = {"": device}
+        else:
+            kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model from {path}: {exc}") from exc
+    if settings.adapter is not None:
+        model = attach_adapter(model, _check_model_folder(settings.adapter, "TRIPLETS_ADAPTER"), merge=precision != "4bit")
+    if precision != "4bit":
+        model.to(device)
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model
+
+
+def attach_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load LoRA adapter from {adapter}: {exc}") from exc
+    # Merged weights skip the LoRA matmuls on every step; a 4-bit base cannot be merged into.
+    return model.merge_and_unload() if merge else model
+
+
+@dataclass
+class _Prompt:
+    index: int
+    ids: list[int]
+
+
+class HuggingFaceEngine:
+    def __init__(
+        self,
+        tokenizer: Any,
+        model: Any,
+        *,
+        schema: PredicateSchema,
+        template: PromptTemplate,
+        model_id: str,
+        adapter_id: str,
+        settings: Settings,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.schema = schema
+        self.template = template
+        self.model_id = model_id
+        self.adapter_id = adapter_id
+        self.prompt_version = template.version
+        self.settings = settings
+        self.device = next(model.parameters()).device
+        self.generation_config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=model.generation_config.eos_token_id or tokenizer.eos_token_id,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HuggingFaceEngine:
+        device = resolve_device(settings.device)
+        precision = resolve_precision(settings.precision, device)
+        tokenizer, model = load_model(settings, device, precision)
+        log.info("loaded %s (%s, %s) adapter=%s", settings.base_model, device, precision, settings.adapter)
+        return cls(
+            tokenizer,
+            model,
+            schema=load_schema(settings.schema_path),
+            template=get_template(settings.prompt_version),
+            model_id=str(settings.base_model),
+            adapter_id=str(settings.adapter or ""),
+            settings=settings,
+        )
+
+    def extract(self, texts: Sequence[str]) -> list[Extraction]:
+        results: list[Extraction | None] = [None] * len(texts)
+        prompts = []
+        for index, text in enumerate(texts):
+            ids = self._encode(text)
+            if len(ids) > self.settings.max_input_tokens:
+                results[index] = Extraction(
+                    raw="",
+                    error=f"document too long: prompt is {len(ids)} tokens, "
+                    f"TRIPLETS_MAX_INPUT_TOKENS is {self.settings.max_input_tokens}",
+                )
+            else:
+                prompts.append(_Prompt(index, ids))
+        for batch in self._batches(prompts):
+            for prompt, extraction in self._generate_splitting_on_oom(batch):
+                results[prompt.index] = extraction
+        return [result for result in results if result is not None]
+
+    def _encode(self, text: str) -> list[int]:
+        rendered = self.template.render(self.tokenizer, text, self.schema)
+        # A chat template already carries its special tokens.
+        add_special = not getattr(self.tokenizer, "chat_template", None)
+        return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
+
+    def _batches(self, prompts: list[_Prompt]) -> list[list[_Prompt]]:
+        """Length-sorted batches bounded by count and by padded prompt tokens."""
+        batches: list[list[_Prompt]] = []
+        current: list[_Prompt] = []
+        for prompt in sorted(prompts, key=lambda p: len(p.ids)):
+            width = max(len(prompt.ids), *(len(p.ids) for p in current)) if current else len(prompt.ids)
+            if current and (
+                len(current) >= self.settings.max_batch_size
+                or width * (len(current) + 1) > self.settings.max_batch_tokens
+            ):
+                batches.append(current)
+                current = []
+            current.append(prompt)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _generate_splitting_on_oom(self, batch: list[_Prompt]) -> list[tuple[_Prompt, Extraction]]:
+        try:
+            return self._generate(batch)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if len(batch) == 1:
+                error = f"out of GPU memory on a single prompt of {len(batch[0].ids)} tokens"
+                return [(batch[0], Extraction(raw="", error=error))]
+            log.warning("CUDA out of memory on a batch of %d; splitting it", len(batch))
+            middle = len(batch) // 2
+            return self._generate_splitting_on_oom(batch[:middle]) + self._generate_splitting_on_oom(batch[middle:])
+
+    @torch.inference_mode()
+    def _generate(self, batch: list[_Prompt]) -> list[tuple[_Prompt, Extraction]]:
+        padded = self.tokenizer.pad({"input_ids": [p.ids for p in batch]}, return_tensors="pt")
+        input_ids = padded["input_ids"].to(self.device)
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=padded["attention_mask"].to(self.device),
+            generation_config=self.generation_config,
+        )
+        new_tokens = output[:, input_ids.shape[1] :]
+        eos_ids = self.generation_config.eos_token_id
+        eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+        results = []
+        for prompt, tokens in zip(batch, new_tokens.tolist()):
+            truncated = len(tokens) >= self.settings.max_new_tokens and not eos_ids.intersection(tokens)
+            raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            results.append((prompt, _to_extraction(raw, truncated, self.settings.max_new_tokens)))
+        return results
+
+
+def _to_extraction(raw: str, truncated: bool, max_new_tokens: int) -> Extraction:
+    try:
+        return Extraction(raw=raw, triplets=parse_triplets(raw))
+    except ParseError as exc:
+        reason = f"unparseable output: {exc.reason}"
+        if truncated:
+            reason += f" (generation hit TRIPLETS_MAX_NEW_TOKENS={max_new_tokens})"
+        return Extraction(raw=raw, error=reason)

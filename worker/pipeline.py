@@ -1,0 +1,75 @@
+"""Extraction of a group of documents: claim, run the engine, write each outcome.
+
+Plain functions over a session factory and an engine, callable without Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import store
+from models.errors import PermanentError, StoreUnavailableError
+from worker.engine import ExtractionEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReport:
+    claimed: int
+    done: int
+    failed: int
+    triplets: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"claimed": self.claimed, "done": self.done, "failed": self.failed, "triplets": self.triplets}
+
+
+def process_documents(
+    document_ids: Sequence[int],
+    *,
+    engine: ExtractionEngine,
+    sessions: sessionmaker[Session],
+    max_attempts: int,
+) -> GroupReport:
+    try:
+        with sessions.begin() as session:
+            claimed = store.claim_documents(session, document_ids=document_ids, max_attempts=max_attempts)
+        if not claimed:
+            return GroupReport(0, 0, 0, 0)
+        try:
+            extractions = engine.extract([doc.text for doc in claimed])
+        except PermanentError as exc:
+            # The whole group fails with the reason; nothing is left running.
+            log.error("extraction failed for documents %s: %s", [doc.id for doc in claimed], exc)
+            with sessions.begin() as session:
+                for doc in claimed:
+                    store.record_failure(session, document_id=doc.id, reason=str(exc))
+            return GroupReport(len(claimed), 0, len(claimed), 0)
+        done = failed = triplets = 0
+        for doc, extraction in zip(claimed, extractions, strict=True):
+            with sessions.begin() as session:
+                if extraction.ok:
+                    triplets += store.record_triplets(
+                        session,
+                        document_id=doc.id,
+                        text=doc.text,
+                        triplets=extraction.triplets,
+                        model=engine.model_id,
+                        adapter=engine.adapter_id,
+                        prompt_version=engine.prompt_version,
+                    )
+                    done += 1
+                else:
+                    store.record_failure(
+                        session, document_id=doc.id, reason=extraction.error or "", raw_output=extraction.raw
+                    )
+                    failed += 1
+        return GroupReport(len(claimed), done, failed, triplets)
+    except OperationalError as exc:
+        raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
