@@ -177,6 +177,12 @@ def release_documents(session: Session, *, document_ids: Sequence[int]) -> None:
     )
 
 
+def unfinished_among(session: Session, *, document_ids: Sequence[int]) -> list[int]:
+    return list(
+        session.scalars(select(Document.id).where(Document.id.in_(document_ids), Document.status.not_in(FINISHED)))
+    )
+
+
 def unfinished_document_ids(session: Session, *, job_id: int) -> list[int]:
     return list(
         session.scalars(

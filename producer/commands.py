@@ -20,8 +20,8 @@ from models.migrate import require_head
 from models.settings import ENV_PREFIX, get_settings
 from models.tables import Status
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 POLL_SECONDS = 1.0
 
 

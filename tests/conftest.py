@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,3 +52,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # 
 @pytest.fixture
 def sessions(database_url: str) -> sessionmaker[Session]:
     return make_session_factory(database_url)
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The demo GLM, trained here on the demo corpus (~16 s on 2 cores): (folder, stats)."""
+    from models.demo import load_demo_examples, load_demo_schema
+    from worker.tiny_model import train_to_extract
+
+    out = tmp_path_factory.mktemp("demo-model")
+    stats = train_to_extract(out, load_demo_examples(), load_demo_schema(), seed=0)
+    return out, stats

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
+from typing import Any
 
+from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
+from models import store
 from models.db import make_session_factory
 from models.errors import RetryableError
 from models.settings import get_settings
@@ -13,13 +17,28 @@ from worker.app import EXTRACT_TASK, app
 from worker.engine import get_engine
 from worker.pipeline import process_documents
 
+log = logging.getLogger(__name__)
+
 
 @lru_cache(maxsize=1)
 def _sessions() -> sessionmaker[Session]:
     return make_session_factory(get_settings().database_url)
 
 
+class ExtractTask(Task):
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        # Retries are spent: no document may stay `running` with nobody working on it.
+        document_ids = args[0] if args else kwargs.get("document_ids", [])
+        try:
+            with _sessions().begin() as session:
+                for document_id in store.unfinished_among(session, document_ids=document_ids):
+                    store.record_failure(session, document_id=document_id, reason=f"task failed: {exc}")
+        except Exception:  # the store itself may be what failed; redelivery or `requeue` recovers
+            log.exception("could not mark documents %s failed", document_ids)
+
+
 @app.task(
+    base=ExtractTask,
     name=EXTRACT_TASK,
     autoretry_for=(RetryableError,),
     retry_backoff=True,

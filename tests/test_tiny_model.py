@@ -1,0 +1,138 @@
+"""The self-made tiny models: tokenizer round trip, the worker's loading path, the trained demo model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
+
+from models.prompt import format_answer, get_template  # noqa: E402
+from models.demo import load_demo_examples, load_demo_schema  # noqa: E402
+from worker.tiny_model import (  # noqa: E402
+    build_random_model,
+    build_tokenizer,
+    greedy_generate,
+    train_to_extract,
+)
+
+DEMO_EXAMPLES = load_demo_examples()
+DEMO_SCHEMA = load_demo_schema()
+
+SAMPLES = [
+    "《娘家的故事第二部》是张玲执导，林在培、何赛飞等主演的电视剧",
+    format_answer(DEMO_EXAMPLES[0][1]),
+    "第一行\n第二行\n\n  两个空格\t制表符 and ASCII: {\"a\": [1, 2]} []",
+    format_answer(()),
+]
+
+
+def _load(path: Path):
+    """Exactly the worker's loading path."""
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    tokenizer.padding_side = "left"
+    return tokenizer, model.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(SAMPLES)
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory, tokenizer):
+    return build_random_model(tmp_path_factory.mktemp("random"), tokenizer)
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_round_trip(tokenizer, text):
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_json_fragments_are_single_tokens(tokenizer):
+    answer = SAMPLES[1]
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[0]) == '[{"subject":"'
+    assert tokenizer.convert_ids_to_tokens(ids[-1]) == '"}]'
+    assert len(ids) < len(answer) // 2
+
+
+def test_chat_template_and_special_tokens(tokenizer):
+    prompt = get_template("v1").render(tokenizer, "刘德华的妻子是朱丽倩", DEMO_SCHEMA)
+    assert prompt.startswith("<|user|>\n") and prompt.endswith("\n<|assistant|>\n")
+    ids = tokenizer(prompt)["input_ids"]
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<|user|>")
+    assert "<|assistant|>" not in tokenizer.decode(ids, skip_special_tokens=True)
+    assert tokenizer.decode(ids + [tokenizer.eos_token_id], skip_special_tokens=True).endswith("\n")
+
+
+def test_saved_tokenizer_loads_unchanged(tokenizer, random_model_dir):
+    loaded, _ = _load(random_model_dir)
+    assert isinstance(loaded, PreTrainedTokenizerFast)
+    assert loaded.get_vocab() == tokenizer.get_vocab()
+    assert (loaded.pad_token_id, loaded.eos_token_id, loaded.unk_token_id) == (
+        tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id)
+    assert loaded.chat_template == tokenizer.chat_template
+    for text in SAMPLES:
+        assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+        assert loaded.decode(loaded(text)["input_ids"]) == text
+
+
+def test_saved_folder_is_safetensors_only(random_model_dir):
+    names = {path.name for path in Path(random_model_dir).iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))]
+
+
+def test_random_model_generates_left_padded_batch(random_model_dir):
+    tokenizer, model = _load(random_model_dir)
+    assert model.config.model_type == "glm"
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    template = get_template("v1")
+    prompts = [template.render(tokenizer, text, DEMO_SCHEMA) for text in ("短句", "一个长得多的句子，包含更多的字符")]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1  # left padding
+    with torch.no_grad():
+        output = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert output.shape[0] == 2 and output.shape[1] <= batch["input_ids"].shape[1] + 5
+    decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert all(isinstance(text, str) for text in decoded)
+
+
+def test_demo_model_memorises_every_example(demo_model):
+    _, stats = demo_model
+    assert stats["exact_match"] == 1.0
+    assert stats["seconds"] < 120
+    assert stats["params"] > 0
+
+
+def test_demo_model_extracts_through_worker_path(demo_model):
+    path, _ = demo_model
+    tokenizer, model = _load(path)
+    template = get_template("v1")
+    prompts = [template.render(tokenizer, text, DEMO_SCHEMA) for text, _ in DEMO_EXAMPLES]
+    expected = [format_answer(triplets) for _, triplets in DEMO_EXAMPLES]
+    # Batches of different sizes pad differently; the answers must not depend on that.
+    assert greedy_generate(model, tokenizer, prompts, 200) == expected
+    assert greedy_generate(model, tokenizer, prompts[:1], 200) == expected[:1]
+    assert '"predicate":"导演","object":"张玲"' in expected[0]
+
+
+def test_demo_examples_are_consistent():
+    for text, triplets in DEMO_EXAMPLES:
+        for triplet in triplets:
+            assert triplet.subject in text and triplet.object in text
+            relation = DEMO_SCHEMA.get(triplet.predicate)
+            assert relation is not None
+            assert (triplet.subject_type, triplet.object_type) == (relation.subject_type, relation.object_type)
+    assert any(not triplets for _, triplets in DEMO_EXAMPLES)
+    assert any(len(triplets) >= 3 for _, triplets in DEMO_EXAMPLES)
