@@ -15,7 +15,7 @@ from rich.table import Table
 
 from models import store
 from models.db import make_session_factory
-from models.errors import InputError, NotFoundError
+from models.errors import BrokerUnavailableError, InputError, NotFoundError
 from models.migrate import require_head
 from models.settings import ENV_PREFIX, get_settings
 from models.tables import Status
@@ -36,17 +36,26 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
     def report_error(error: InputError) -> None:
         errors.print(f"[yellow]skipped[/] {error}", highlight=False)
 
-    with _progress() as progress, extract_sender(settings) as send_group:
-        task = progress.add_task("reading", total=None)
-        report = submit_corpus(
-            paths,
-            name=name,
-            sessions=sessions,
-            send_group=send_group,
-            group_size=settings.task_group_size,
-            on_error=report_error,
-            on_progress=lambda r: progress.update(task, completed=r.read, description=f"queued {r.queued}"),
-        )
+    job_ids: list[int] = []
+    try:
+        with _progress() as progress, extract_sender(settings) as send_group:
+            task = progress.add_task("reading", total=None)
+            report = submit_corpus(
+                paths,
+                name=name,
+                sessions=sessions,
+                send_group=send_group,
+                group_size=settings.task_group_size,
+                on_error=report_error,
+                on_progress=lambda r: progress.update(task, completed=r.read, description=f"queued {r.queued}"),
+                on_job=job_ids.append,
+            )
+    except BrokerUnavailableError as exc:
+        if job_ids:
+            raise BrokerUnavailableError(
+                f"{exc}; job {job_ids[0]}'s stored documents are kept: run `triplets requeue {job_ids[0]}`"
+            ) from exc
+        raise
     console.print(
         f"job {report.job_id}: {report.queued} documents queued, "
         f"{report.duplicates} duplicates skipped, {len(report.errors)} unreadable records skipped"

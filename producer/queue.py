@@ -20,6 +20,9 @@ def extract_sender(settings: Settings) -> Iterator[SendGroup]:
 
     app = create_app(settings)
     try:
+        # Fail before anything is stored when the broker is down, not halfway through.
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.2)
         with app.producer_or_acquire() as producer:
 
             def send_group(document_ids: list[int]) -> None:

@@ -48,6 +48,7 @@ def submit_corpus(
     group_size: int,
     on_error: Callable[[InputError], None] = lambda error: None,
     on_progress: Callable[[SubmitReport], None] = lambda report: None,
+    on_job: Callable[[int], None] = lambda job_id: None,
 ) -> SubmitReport:
     """Create a job, insert its documents chunk by chunk, and queue their ids in groups.
 
@@ -57,6 +58,7 @@ def submit_corpus(
     try:
         with sessions.begin() as session:
             report = SubmitReport(job_id=store.create_job(session, name=name).id)
+        on_job(report.job_id)
 
         def record_error(error: InputError) -> None:
             report.errors.append(error)

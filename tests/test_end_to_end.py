@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from models.db import make_session_factory
 from models.demo import demo_corpus_path, demo_schema_path, load_demo_examples
 from models.tables import Document, Status, TripletRow
-from tests.workers import running_worker, worker_env
+from producer.local_worker import local_worker
+from tests.workers import worker_env
 
 
 def triplets_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -41,7 +42,7 @@ def test_corpus_to_queryable_triplets(tmp_path: Path, broker_url: str, database_
     (corpus / "a.jsonl").write_text("\n".join([*demo_lines[:6], '{"text": "未闭合', demo_lines[0]]) + "\n", encoding="utf-8")
     (corpus / "b.txt").write_text("\n".join(json.loads(line)["text"] for line in demo_lines[6:]) + "\n", encoding="utf-8")
 
-    with running_worker(env, tmp_path / "worker.log"):
+    with local_worker(env, tmp_path / "worker.log"):
         submitted = triplets_cli(env, "submit", str(corpus), "--name", "e2e", "--wait", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "a.jsonl:7: invalid JSON" in submitted.stderr

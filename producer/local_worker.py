@@ -1,0 +1,46 @@
+"""Run a `triplets worker` as a child process and wait until it answers on the broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from models.errors import TripletsError
+from models.settings import load_settings
+
+READY_TIMEOUT_S = 120
+
+
+@contextmanager
+def local_worker(env: dict[str, str], log_path: Path, *, queue: str = "extract") -> Iterator[subprocess.Popen]:
+    """A CPU worker subprocess, ready to take tasks when the body runs; stopped after it."""
+    from worker.app import create_app
+
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "producer", "worker", "--device", "cpu", "--queue", queue],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    app = create_app(load_settings(broker_url=env["TRIPLETS_BROKER_URL"]))
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        # ping blocks up to its timeout waiting for replies, so the broker paces this loop.
+        while not app.control.ping(timeout=1.0):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise TripletsError(f"worker did not start; its log {log_path} ends:\n{log_path.read_text()[-2000:]}")
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        app.close()

@@ -1,0 +1,70 @@
+"""The CLI as a user runs it: light imports, clear errors, real exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.migrate import upgrade
+from tests.workers import worker_env
+
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def imported_modules(env: dict[str, str], *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "producer", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+    modules = {
+        line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    return result, modules
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("status",), ("query", "--limit", "5"), ("submit", "CORPUS")],
+    ids=["help", "status", "query", "submit"],
+)
+def test_producer_side_never_imports_model_libraries(tmp_path: Path, broker_url: str, args: tuple[str, ...]) -> None:
+    database_url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(database_url)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("《娘家的故事第二部》是张玲执导\n", encoding="utf-8")
+    env = worker_env(broker_url=broker_url, database_url=database_url)
+    if args == ("status",):
+        subprocess.run([sys.executable, "-m", "producer", "submit", str(corpus)], env=env, check=True, capture_output=True)
+    args = tuple(str(corpus) if a == "CORPUS" else a for a in args)
+    result, modules = imported_modules(env, *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "producer.cli" in modules
+    assert not {m.split(".")[0] for m in modules} & set(HEAVY)
+
+
+def test_submit_to_uninitialised_store_names_the_fix(tmp_path: Path, broker_url: str) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("一句话\n", encoding="utf-8")
+    env = worker_env(broker_url=broker_url, database_url=f"sqlite:///{tmp_path / 'new.db'}")
+    result = subprocess.run(
+        [sys.executable, "-m", "producer", "submit", str(corpus)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "has no tables: run `triplets db upgrade`" in result.stderr
+
+
+def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(database_url)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("一句话\n", encoding="utf-8")
+    env = worker_env(broker_url="redis://:hunter2@127.0.0.1:1/0", database_url=database_url)
+    result = subprocess.run(
+        [sys.executable, "-m", "producer", "submit", str(corpus)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "broker redis://127.0.0.1:1/0 unavailable" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout

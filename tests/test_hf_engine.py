@@ -1,0 +1,129 @@
+"""The Hugging Face engine on the CPU with the tiny demo GLM: fp32, 4-bit NF4, LoRA, limits."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models.demo import demo_schema_path, load_demo_examples  # noqa: E402
+from models.errors import ModelError  # noqa: E402
+from models.settings import load_settings  # noqa: E402
+from worker.hf_engine import HuggingFaceEngine, _Prompt  # noqa: E402
+
+EXAMPLES = load_demo_examples()
+
+
+def make_engine(model_dir: Path, **overrides: object) -> HuggingFaceEngine:
+    settings = load_settings(
+        base_model=model_dir, schema_path=demo_schema_path(), device="cpu", max_new_tokens=200, **overrides
+    )
+    return HuggingFaceEngine.from_settings(settings)
+
+
+def test_batched_extraction_matches_gold(demo_model) -> None:
+    engine = make_engine(demo_model[0], max_batch_size=5)
+    results = engine.extract([text for text, _ in EXAMPLES])
+    assert [r.error for r in results] == [None] * len(EXAMPLES)
+    assert [r.triplets for r in results] == [gold for _, gold in EXAMPLES]
+    assert engine.prompt_version == "v1" and engine.adapter_id == ""
+
+
+def test_too_long_document_fails_alone(demo_model) -> None:
+    engine = make_engine(demo_model[0], max_input_tokens=300)
+    short, long = "刘德华的妻子是朱丽倩", "刘德华的妻子是朱丽倩" * 30
+    results = engine.extract([long, short])
+    assert results[0].error is not None and "TRIPLETS_MAX_INPUT_TOKENS is 300" in results[0].error
+    assert results[1].error is None and len(results[1].triplets) == 2
+
+
+def test_batches_bounded_by_count_and_padded_tokens(demo_model) -> None:
+    engine = make_engine(demo_model[0], max_batch_size=3, max_batch_tokens=100)
+    prompts = [_Prompt(i, [0] * n) for i, n in enumerate([10, 40, 11, 12, 13, 30])]
+    batches = engine._batches(prompts)
+    assert [[len(p.ids) for p in batch] for batch in batches] == [[10, 11, 12], [13, 30], [40]]
+    assert all(len(b) <= 3 and max(len(p.ids) for p in b) * len(b) <= 100 for b in batches)
+
+
+def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(demo_model[0], max_batch_size=8)
+    real_generate = engine._generate
+    attempted: list[int] = []
+
+    def generate_fitting_two(batch):  # type: ignore[no-untyped-def]
+        attempted.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_generate(batch)
+
+    monkeypatch.setattr(engine, "_generate", generate_fitting_two)
+    texts = [text for text, _ in EXAMPLES[:8]]
+    results = engine.extract(texts)
+    assert attempted[0] == 8 and max(attempted[1:]) <= 4
+    assert [r.triplets for r in results] == [gold for _, gold in EXAMPLES[:8]]
+
+
+def test_single_document_out_of_memory_is_failed_with_reason(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(demo_model[0])
+
+    def always_oom(batch):  # type: ignore[no-untyped-def]
+        raise torch.cuda.OutOfMemoryError("injected")
+
+    monkeypatch.setattr(engine, "_generate", always_oom)
+    results = engine.extract(["刘德华的妻子是朱丽倩", "《三体》是刘慈欣创作的长篇科幻小说"])
+    assert all(r.error and r.error.startswith("out of GPU memory on a single prompt") for r in results)
+
+
+def test_four_bit_nf4_path_runs_on_cpu(demo_model) -> None:
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    engine = make_engine(demo_model[0], precision="4bit")
+    quantized = [m for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized and quantized[0].weight.quant_type == "nf4"
+    results = engine.extract([text for text, _ in EXAMPLES[:3]])
+    assert len(results) == 3
+    assert all(r.ok or r.error.startswith("unparseable output") for r in results)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "4bit"])
+def test_lora_adapter_is_loaded(demo_model, tmp_path: Path, precision: str) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    if precision == "4bit":
+        pytest.importorskip("bitsandbytes")
+    base = AutoModelForCausalLM.from_pretrained(demo_model[0], local_files_only=True, use_safetensors=True)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(tmp_path / "adapter")
+    engine = make_engine(demo_model[0], adapter=tmp_path / "adapter", precision=precision)
+    assert engine.adapter_id == str(tmp_path / "adapter")
+    lora_layers = [name for name, _ in engine.model.named_modules() if "lora_A" in name]
+    # merged into the weights in full precision; kept as separate LoRA layers over a 4-bit base
+    assert bool(lora_layers) == (precision == "4bit")
+    text, gold = EXAMPLES[4]
+    (result,) = engine.extract([text])
+    if precision == "fp32":  # a fresh LoRA (B = 0) leaves the model's answers unchanged
+        assert result.triplets == gold
+
+
+def test_only_safetensors_weights_are_loaded(demo_model, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(demo_model[0], folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="cannot load model"):
+        make_engine(folder)
+
+
+def test_missing_model_folder_names_the_variable(tmp_path: Path) -> None:
+    from models.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TRIPLETS_BASE_MODEL: .* is not a folder"):
+        make_engine(tmp_path / "nowhere")
