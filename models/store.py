@@ -6,7 +6,7 @@ Callers own the transaction (``with sessions.begin() as session``); nothing here
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models.errors import NotFoundError
 from models.tables import FINISHED, Document, Job, Status, TripletRow, utcnow
-from models.triplet import Triplet, locate
+from models.triplet import Span, Triplet, locate
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +119,20 @@ def record_triplets(
     *,
     document_id: int,
     text: str,
-    triplets: Iterable[Triplet],
+    triplets: Sequence[Triplet],
     model: str,
     adapter: str,
     prompt_version: str,
+    spans: Sequence[tuple[Span | None, Span | None]] | None = None,
+    rejected: Sequence[dict[str, str]] = (),
+    note: str | None = None,
 ) -> int:
-    """Replace this extractor's triplets of a document and mark it done. Returns the count stored."""
+    """Replace this extractor's triplets of a document and mark it done. Returns the count stored.
+
+    ``spans`` gives each triplet's subject and object offsets where the engine knows them
+    (long documents are read in windows); otherwise the first occurrence in ``text`` is used.
+    ``note`` keeps a warning on a document that is done, e.g. a window that failed.
+    """
     # Locking the document first serialises two deliveries of it, so the later one replaces
     # the earlier one's rows instead of interleaving with them.
     session.execute(select(Document.id).where(Document.id == document_id).with_for_update())
@@ -138,12 +146,15 @@ def record_triplets(
     )
     rows = []
     seen: set[str] = set()
-    for triplet in triplets:
+    for index, triplet in enumerate(triplets):
         fingerprint = _fingerprint(triplet, model, adapter, prompt_version)
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        subject_span, object_span = locate(text, triplet.subject), locate(text, triplet.object)
+        if spans is not None:
+            subject_span, object_span = spans[index]
+        else:
+            subject_span, object_span = locate(text, triplet.subject), locate(text, triplet.object)
         rows.append(
             {
                 **triplet.as_dict(),
@@ -160,7 +171,7 @@ def record_triplets(
         )
     if rows:
         session.execute(insert(TripletRow), rows)
-    _finish(session, [document_id], Status.done, error=None)
+    _finish(session, [document_id], Status.done, error=note, rejected=list(rejected) or None)
     return len(rows)
 
 
@@ -257,12 +268,18 @@ def query_triplets(
 
 
 def _finish(
-    session: Session, document_ids: Sequence[int], status: Status, *, error: str | None, raw_output: str | None = None
+    session: Session,
+    document_ids: Sequence[int],
+    status: Status,
+    *,
+    error: str | None,
+    raw_output: str | None = None,
+    rejected: list[dict[str, str]] | None = None,
 ) -> None:
     session.execute(
         update(Document)
         .where(Document.id.in_(document_ids))
-        .values(status=status, error=error, raw_output=raw_output, finished_at=utcnow())
+        .values(status=status, error=error, raw_output=raw_output, rejected=rejected, finished_at=utcnow())
     )
 
 

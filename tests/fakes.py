@@ -4,29 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from models.errors import ParseError
-from models.parser import parse_triplets
-from worker.engine import Extraction
+from models.extraction import Extraction, WindowOutput, assemble
+from models.schema import PredicateSchema, load_schema
 
 
 class ScriptedEngine:
-    """Answers each text with ``answer(text)``, parsed by the real parser."""
+    """Answers each text with ``answer(text)``, then parses and checks it like the real engine."""
 
     model_id = "scripted"
     adapter_id = ""
     prompt_version = "v1"
 
-    def __init__(self, answer: Callable[[str], str]) -> None:
+    def __init__(self, answer: Callable[[str], str], schema: PredicateSchema | None = None) -> None:
         self.answer = answer
+        self.schema = schema or load_schema()
         self.batches: list[list[str]] = []
 
     def extract(self, texts: Sequence[str]) -> list[Extraction]:
         self.batches.append(list(texts))
-        results = []
-        for text in texts:
-            raw = self.answer(text)
-            try:
-                results.append(Extraction(raw=raw, triplets=parse_triplets(raw)))
-            except ParseError as exc:
-                results.append(Extraction(raw=raw, error=f"unparseable output: {exc.reason}"))
-        return results
+        return [assemble([WindowOutput(0, text, self.answer(text))], self.schema, max_new_tokens=512) for text in texts]

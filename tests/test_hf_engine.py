@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from models.demo import demo_schema_path, load_demo_examples  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.settings import load_settings  # noqa: E402
+from models.windows import Window  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine, _Prompt  # noqa: E402
 
 EXAMPLES = load_demo_examples()
@@ -19,7 +20,7 @@ EXAMPLES = load_demo_examples()
 
 def make_engine(model_dir: Path, **overrides: object) -> HuggingFaceEngine:
     settings = load_settings(
-        base_model=model_dir, schema_path=demo_schema_path(), device="cpu", max_new_tokens=200, **overrides
+        **{"base_model": model_dir, "schema_path": demo_schema_path(), "device": "cpu", "max_new_tokens": 200, **overrides}
     )
     return HuggingFaceEngine.from_settings(settings)
 
@@ -32,20 +33,40 @@ def test_batched_extraction_matches_gold(demo_model) -> None:
     assert engine.prompt_version == "v1" and engine.adapter_id == ""
 
 
-def test_too_long_document_fails_alone(demo_model) -> None:
-    engine = make_engine(demo_model[0], max_input_tokens=300)
-    short, long = "刘德华的妻子是朱丽倩", "刘德华的妻子是朱丽倩" * 30
-    results = engine.extract([long, short])
-    assert results[0].error is not None and "TRIPLETS_MAX_INPUT_TOKENS is 300" in results[0].error
-    assert results[1].error is None and len(results[1].triplets) == 2
+def test_long_document_is_read_in_windows_with_offsets(demo_model) -> None:
+    engine = make_engine(demo_model[0])
+    sentences = [text for text, _ in EXAMPLES[:4]]
+    document = "。".join(sentences) + "。"
+    # a budget that holds one sentence's prompt but not two
+    engine.settings = engine.settings.model_copy(
+        update={"max_input_tokens": max(len(engine._encode(s + "。")) for s in sentences) + 1}
+    )
+    assert len(engine._prompts_for(0, document)) == 4
+    (result,) = engine.extract([document])
+    assert result.ok, result.error
+    # the demo model memorised sentences without the trailing 。, so not every window answers
+    # exactly; what it keeps is grounded, and its offsets point into the whole document
+    gold = {t for _, triplets in EXAMPLES[:4] for t in triplets}
+    assert len(set(result.triplets) & gold) >= 3
+    assert all("not in the text" in r.reason or "not in schema" in r.reason for r in result.rejected)
+    for triplet, (subject_span, object_span) in zip(result.triplets, result.spans or []):
+        assert document[subject_span.start : subject_span.end] == triplet.subject
+        assert document[object_span.start : object_span.end] == triplet.object
+    assert result.spans[-1][1].start > len(sentences[0])  # offsets point into later windows
 
 
-def test_batches_bounded_by_count_and_padded_tokens(demo_model) -> None:
-    engine = make_engine(demo_model[0], max_batch_size=3, max_batch_tokens=100)
-    prompts = [_Prompt(i, [0] * n) for i, n in enumerate([10, 40, 11, 12, 13, 30])]
+def test_prompt_template_over_budget_fails_the_document_alone(demo_model) -> None:
+    engine = make_engine(demo_model[0], max_input_tokens=50)
+    (result,) = engine.extract(["刘德华的妻子是朱丽倩"])
+    assert result.error is not None and "prompt template alone exceeds TRIPLETS_MAX_INPUT_TOKENS=50" in result.error
+
+
+def test_batches_bounded_by_count_and_kv_tokens(demo_model) -> None:
+    engine = make_engine(demo_model[0], max_batch_size=3, max_batch_tokens=70, max_new_tokens=10)
+    prompts = [_Prompt(i, Window(0, ""), [0] * n) for i, n in enumerate([10, 40, 11, 12, 13, 30])]
     batches = engine._batches(prompts)
-    assert [[len(p.ids) for p in batch] for batch in batches] == [[10, 11, 12], [13, 30], [40]]
-    assert all(len(b) <= 3 and max(len(p.ids) for p in b) * len(b) <= 100 for b in batches)
+    assert [[len(p.ids) for p in batch] for batch in batches] == [[10, 11, 12], [13], [30], [40]]
+    assert all(len(b) <= 3 and (max(len(p.ids) for p in b) + 10) * len(b) <= 70 for b in batches[:2])
 
 
 def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:

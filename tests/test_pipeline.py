@@ -67,3 +67,28 @@ def test_unreachable_database_is_retryable() -> None:
     sessions = make_session_factory("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
     with pytest.raises(StoreUnavailableError):
         process_documents([1], engine=ScriptedEngine(lambda t: "[]"), sessions=sessions, max_attempts=3)
+
+
+def test_only_grounded_schema_triplets_are_stored(sessions: sessionmaker[Session]) -> None:
+    (doc_id,) = _submit(sessions, TEXT)
+    answer = (
+        '[{"subject":"娘家的故事第二部","predicate":"导演","object":"张玲"},'
+        '{"subject":"娘家的故事第二部","predicate":"导演","object":"张艺谋"},'
+        '{"subject":"娘家的故事第二部","predicate":"拍摄于","object":"张玲"},'
+        '{"subject":"《娘家的故事第二部》","predicate":"主演","object":"张玲"}]'
+    )
+    report = process_documents([doc_id], engine=ScriptedEngine(lambda t: answer), sessions=sessions, max_attempts=3)
+    assert report.triplets == 2
+    with sessions() as session:
+        rows = session.scalars(select(TripletRow)).all()
+        document = session.get(Document, doc_id)
+    assert {(r.subject, r.predicate, r.object, r.subject_type, r.object_type) for r in rows} == {
+        ("娘家的故事第二部", "导演", "张玲", "影视作品", "人物"),
+        ("娘家的故事第二部", "主演", "张玲", "影视作品", "人物"),
+    }
+    assert all(r.subject in TEXT and r.object in TEXT for r in rows)
+    assert document is not None and document.status == Status.done
+    assert [(r["object"], r["reason"]) for r in document.rejected or []] == [
+        ("张艺谋", "object '张艺谋' not in the text"),
+        ("张玲", "predicate '拍摄于' not in schema duie2"),
+    ]

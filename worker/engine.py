@@ -5,24 +5,10 @@ One interface, one real implementation (``worker.hf_engine``), fakes in tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from models.settings import Settings
-from models.triplet import Triplet
-
-
-@dataclass(frozen=True, slots=True)
-class Extraction:
-    """One document's outcome: triplets, or the reason there are none, and the raw output."""
-
-    raw: str
-    triplets: list[Triplet] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+from models.extraction import Extraction
 
 
 class ExtractionEngine(Protocol):

@@ -10,12 +10,12 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
 
-from models.errors import ConfigError, ModelError, ParseError
-from models.parser import parse_triplets
+from models.errors import ConfigError, DocumentTooLongError, ModelError
+from models.extraction import Extraction, WindowOutput, assemble
 from models.prompt import PromptTemplate, get_template
 from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
-from worker.engine import Extraction
+from models.windows import Window, make_windows
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,10 @@ def attach_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
 
 @dataclass
 class _Prompt:
-    index: int
+    """One generation unit: a window of one document (the whole document when it fits)."""
+
+    doc: int
+    window: Window
     ids: list[int]
 
 
@@ -137,22 +140,42 @@ class HuggingFaceEngine:
         )
 
     def extract(self, texts: Sequence[str]) -> list[Extraction]:
-        results: list[Extraction | None] = [None] * len(texts)
-        prompts = []
-        for index, text in enumerate(texts):
-            ids = self._encode(text)
-            if len(ids) > self.settings.max_input_tokens:
-                results[index] = Extraction(
-                    raw="",
-                    error=f"document too long: prompt is {len(ids)} tokens, "
-                    f"TRIPLETS_MAX_INPUT_TOKENS is {self.settings.max_input_tokens}",
-                )
-            else:
-                prompts.append(_Prompt(index, ids))
+        outputs: list[list[WindowOutput]] = [[] for _ in texts]
+        prompts: list[_Prompt] = []
+        for doc, text in enumerate(texts):
+            try:
+                prompts.extend(self._prompts_for(doc, text))
+            except DocumentTooLongError as exc:
+                outputs[doc].append(WindowOutput(0, text, raw="", error=str(exc)))
         for batch in self._batches(prompts):
-            for prompt, extraction in self._generate_splitting_on_oom(batch):
-                results[prompt.index] = extraction
-        return [result for result in results if result is not None]
+            for prompt, output in self._generate_splitting_on_oom(batch):
+                outputs[prompt.doc].append(output)
+        results = []
+        for doc_outputs in outputs:
+            doc_outputs.sort(key=lambda output: output.start)
+            results.append(assemble(doc_outputs, self.schema, max_new_tokens=self.settings.max_new_tokens))
+        return results
+
+    def _prompts_for(self, doc: int, text: str) -> list[_Prompt]:
+        """The document as one prompt, or as sentence windows when it is over the input budget."""
+        limit = self.settings.max_input_tokens
+        ids = self._encode(text)
+        if len(ids) <= limit:
+            return [_Prompt(doc, Window(0, text), ids)]
+        encoded: dict[str, list[int]] = {}
+
+        def fits(piece: str) -> bool:
+            if piece not in encoded:
+                encoded[piece] = self._encode(piece)
+            return len(encoded[piece]) <= limit
+
+        if not fits(text[:1]):
+            raise DocumentTooLongError(
+                f"the prompt template alone exceeds TRIPLETS_MAX_INPUT_TOKENS={limit} ({len(encoded[text[:1]])} tokens)"
+            )
+        windows = make_windows(text, fits)
+        log.info("document of %d tokens read in %d windows", len(ids), len(windows))
+        return [_Prompt(doc, window, encoded.get(window.text) or self._encode(window.text)) for window in windows]
 
     def _encode(self, text: str) -> list[int]:
         rendered = self.template.render(self.tokenizer, text, self.schema)
@@ -161,14 +184,17 @@ class HuggingFaceEngine:
         return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
 
     def _batches(self, prompts: list[_Prompt]) -> list[list[_Prompt]]:
-        """Length-sorted batches bounded by count and by padded prompt tokens."""
+        """Length-sorted batches bounded by count and by tokens the KV cache will hold.
+
+        A batch's cost is its padded width (longest prompt plus the tokens to generate)
+        times its size, so sorting by length keeps the padding, and the memory, low.
+        """
         batches: list[list[_Prompt]] = []
         current: list[_Prompt] = []
         for prompt in sorted(prompts, key=lambda p: len(p.ids)):
-            width = max(len(prompt.ids), *(len(p.ids) for p in current)) if current else len(prompt.ids)
+            width = len(prompt.ids) + self.settings.max_new_tokens  # sorted: the newest is the longest
             if current and (
-                len(current) >= self.settings.max_batch_size
-                or width * (len(current) + 1) > self.settings.max_batch_tokens
+                len(current) >= self.settings.max_batch_size or width * (len(current) + 1) > self.settings.max_batch_tokens
             ):
                 batches.append(current)
                 current = []
@@ -177,20 +203,21 @@ class HuggingFaceEngine:
             batches.append(current)
         return batches
 
-    def _generate_splitting_on_oom(self, batch: list[_Prompt]) -> list[tuple[_Prompt, Extraction]]:
+    def _generate_splitting_on_oom(self, batch: list[_Prompt]) -> list[tuple[_Prompt, WindowOutput]]:
         try:
             return self._generate(batch)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(batch) == 1:
-                error = f"out of GPU memory on a single prompt of {len(batch[0].ids)} tokens"
-                return [(batch[0], Extraction(raw="", error=error))]
+                (prompt,) = batch
+                error = f"out of GPU memory on a single prompt of {len(prompt.ids)} tokens"
+                return [(prompt, WindowOutput(prompt.window.start, prompt.window.text, raw="", error=error))]
             log.warning("CUDA out of memory on a batch of %d; splitting it", len(batch))
             middle = len(batch) // 2
             return self._generate_splitting_on_oom(batch[:middle]) + self._generate_splitting_on_oom(batch[middle:])
 
     @torch.inference_mode()
-    def _generate(self, batch: list[_Prompt]) -> list[tuple[_Prompt, Extraction]]:
+    def _generate(self, batch: list[_Prompt]) -> list[tuple[_Prompt, WindowOutput]]:
         padded = self.tokenizer.pad({"input_ids": [p.ids for p in batch]}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         output = self.model.generate(
@@ -198,22 +225,12 @@ class HuggingFaceEngine:
             attention_mask=padded["attention_mask"].to(self.device),
             generation_config=self.generation_config,
         )
-        new_tokens = output[:, input_ids.shape[1] :]
-        eos_ids = self.generation_config.eos_token_id
-        eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        eos = self.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
         results = []
-        for prompt, tokens in zip(batch, new_tokens.tolist()):
+        for prompt, tokens in zip(batch, new_tokens):
             truncated = len(tokens) >= self.settings.max_new_tokens and not eos_ids.intersection(tokens)
             raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            results.append((prompt, _to_extraction(raw, truncated, self.settings.max_new_tokens)))
+            results.append((prompt, WindowOutput(prompt.window.start, prompt.window.text, raw, truncated)))
         return results
-
-
-def _to_extraction(raw: str, truncated: bool, max_new_tokens: int) -> Extraction:
-    try:
-        return Extraction(raw=raw, triplets=parse_triplets(raw))
-    except ParseError as exc:
-        reason = f"unparseable output: {exc.reason}"
-        if truncated:
-            reason += f" (generation hit TRIPLETS_MAX_NEW_TOKENS={max_new_tokens})"
-        return Extraction(raw=raw, error=reason)

@@ -63,6 +63,9 @@ def process_documents(
                         model=engine.model_id,
                         adapter=engine.adapter_id,
                         prompt_version=engine.prompt_version,
+                        spans=extraction.spans,
+                        rejected=[rejection.as_dict() for rejection in extraction.rejected],
+                        note=extraction.note,
                     )
                     done += 1
                 else:
