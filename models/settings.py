@@ -32,11 +32,20 @@ class Settings(BaseSettings):
         "auto", description="auto = 4-bit NF4 on CUDA, float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")
-    max_batch_size: int = Field(16, gt=0, description="Documents per generate() call.")
-    max_batch_tokens: int = Field(16384, gt=0, description="Padded prompt tokens per generate() call.")
+    max_batch_size: int = Field(1024, gt=0, description="Documents per generate() call.")
+    max_batch_tokens: int | None = Field(
+        None, gt=0, description="KV-cache tokens (padded prompt + new) per generate() call; default: from the GPU budget."
+    )
+    gpu_memory_budget_gib: float = Field(20.0, gt=0, description="GPU memory one worker may use.")
+    prefill_chunk_size: int = Field(
+        64, ge=0, description="Prompts prefilled at once inside a larger decode batch (0: all at once)."
+    )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt accepted, in tokens.")
     max_new_tokens: int = Field(512, gt=0, description="Tokens generated per document at most.")
-    task_group_size: int = Field(32, gt=0, description="Document ids per queue message.")
+    min_new_tokens: int = Field(0, ge=0, description="Tokens generated at least (benchmarks force full answers).")
+    task_group_size: int = Field(
+        1024, gt=0, description="Document ids per queue message; match max_batch_size to keep a GPU fed."
+    )
     max_attempts: int = Field(3, gt=0, description="Deliveries of one document before it is failed.")
     prompt_version: str = Field("v1", description="Prompt template version (models/prompt.py).")
     schema_path: Path | None = Field(None, description="Predicate schema JSON; DuIE 2.0 when unset.")

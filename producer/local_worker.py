@@ -17,13 +17,15 @@ READY_TIMEOUT_S = 120
 
 
 @contextmanager
-def local_worker(env: dict[str, str], log_path: Path, *, queue: str = "extract") -> Iterator[subprocess.Popen]:
-    """A CPU worker subprocess, ready to take tasks when the body runs; stopped after it."""
+def local_worker(
+    env: dict[str, str], log_path: Path, *, queue: str = "extract", device: str = "cpu"
+) -> Iterator[subprocess.Popen]:
+    """A worker subprocess on ``device``, ready to take tasks when the body runs; stopped after it."""
     from worker.app import create_app
 
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "producer", "worker", "--device", "cpu", "--queue", queue],
+            [sys.executable, "-m", "producer", "worker", "--device", device, "--queue", queue],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

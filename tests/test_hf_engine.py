@@ -148,3 +148,33 @@ def test_missing_model_folder_names_the_variable(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="TRIPLETS_BASE_MODEL: .* is not a folder"):
         make_engine(tmp_path / "nowhere")
+
+
+def test_chunked_prefill_gives_the_same_answers(demo_model) -> None:
+    texts = [text for text, _ in EXAMPLES]
+    whole = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_size=0).extract(texts)
+    chunked_engine = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_size=5)
+    calls = []
+    original = chunked_engine._prefill_in_chunks
+    chunked_engine._prefill_in_chunks = lambda *a: calls.append(a[2]) or original(*a)  # type: ignore[method-assign]
+    chunked = chunked_engine.extract(texts)
+    assert calls == [5]
+    assert [r.raw for r in chunked] == [r.raw for r in whole]
+    assert [r.triplets for r in chunked] == [gold for _, gold in EXAMPLES]
+
+
+def test_kv_budget_of_a_chatglm3_shape_fits_the_measured_batch() -> None:
+    from types import SimpleNamespace
+
+    from models.errors import ConfigError
+    from worker.hf_engine import kv_token_budget
+
+    chatglm3 = SimpleNamespace(num_attention_heads=32, num_key_value_heads=2, head_dim=128, hidden_size=4096,
+                               num_hidden_layers=28)
+    four_bit_weights = int(3.9 * 2**30)
+    budget = kv_token_budget(chatglm3, four_bit_weights, 20.0)
+    # measured on an H100: 1024 prompts of 305 tokens + 128 new peaked at 17.0 GiB
+    assert 1024 * (305 + 128) <= budget < 1400 * (305 + 128)
+    assert kv_token_budget(chatglm3, four_bit_weights, 40.0) > 2 * budget
+    with pytest.raises(ConfigError, match="TRIPLETS_GPU_MEMORY_BUDGET_GIB"):
+        kv_token_budget(chatglm3, four_bit_weights, 4.0)

@@ -77,7 +77,7 @@ def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
 
 
 def _glm_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int, num_layers: int, num_heads: int,
-                num_kv_heads: int, intermediate_size: int) -> GlmConfig:
+                num_kv_heads: int, intermediate_size: int, *, tie_word_embeddings: bool = True) -> GlmConfig:
     return GlmConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -88,7 +88,7 @@ def _glm_config(tokenizer: PreTrainedTokenizerFast, hidden_size: int, num_layers
         head_dim=hidden_size // num_heads,  # GlmConfig defaults to 128 whatever the hidden size
         max_position_embeddings=MAX_POSITIONS,
         rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
@@ -106,13 +106,29 @@ def _save(model: GlmForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: st
     return out
 
 
+def pad_vocabulary(tokenizer: PreTrainedTokenizerFast, size: int) -> PreTrainedTokenizerFast:
+    """Fill the vocabulary with unused tokens up to ``size``, as real 60k+ vocabularies are."""
+    missing = size - len(tokenizer)
+    if missing > 0:
+        tokenizer.add_tokens([AddedToken(f"<unused_{i}>", normalized=False) for i in range(missing)])
+    return tokenizer
+
+
 def build_random_model(out_dir: str | Path, tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64,
                        num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
-                       intermediate_size: int = 128, seed: int = 0) -> Path:
-    """An untrained GLM saved with ``tokenizer``: loadable and fast, its output is noise."""
+                       intermediate_size: int = 128, seed: int = 0, tie_word_embeddings: bool = True,
+                       device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
+    """An untrained GLM saved with ``tokenizer``: loadable and fast, its output is noise.
+
+    With the shape of a real model (``bench/``) it is built on ``device`` in ``dtype``, since
+    speed depends on shape, not weights.
+    """
     torch.manual_seed(seed)
-    config = _glm_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size)
-    return _save(GlmForCausalLM(config).eval(), tokenizer, out_dir)
+    config = _glm_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
+                         tie_word_embeddings=tie_word_embeddings)
+    with torch.device(device):
+        model = GlmForCausalLM(config).to(dtype).eval()
+    return _save(model, tokenizer, out_dir)
 
 
 def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:

