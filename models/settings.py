@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     broker_url: str = Field(DEFAULT_BROKER_URL, description="Celery broker (Redis) URL.")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the triplet store.")
     base_model: Path | None = Field(None, description="Local folder of the base causal LM (safetensors).")
-    adapter: Path | None = Field(None, description="Local folder of a peft LoRA adapter, optional.")
+    adapter: Path | None = Field(
+        None, description="A fixed LoRA adapter folder; unset, workers follow the registry's promoted adapter."
+    )
+    adapter_registry: Path = Field(Path("./adapters"), description="Folder holding every registered adapter.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "4bit", "bf16", "fp32"] = Field(
         "auto", description="auto = 4-bit NF4 on CUDA, float32 on CPU."
@@ -83,7 +86,7 @@ class Settings(BaseSettings):
             raise ValueError("expected user:password")
         return value
 
-    @field_validator("schema_path", "base_model", "adapter")
+    @field_validator("schema_path", "base_model", "adapter", "adapter_registry")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -19,6 +19,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the triplet store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+train_app = typer.Typer(help="Train LoRA adapters on the `train` queue.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+adapters_app = typer.Typer(help="The adapter registry.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
 
 
 @app.command()
@@ -90,6 +94,76 @@ def demo() -> None:
     from producer.demo import run_demo
 
     raise typer.Exit(run_demo())
+
+
+@train_app.command("submit")
+def train_submit(
+    name: Annotated[str, typer.Option(help="Adapter name in the registry.")],
+    base_model: Annotated[Path, typer.Option(help="Local base model folder (as the training worker sees it).")],
+    train_data: Annotated[Path, typer.Option(help="DuIE 2.0 / instruction / context-target / text+triplets JSONL.")],
+    dev_data: Annotated[Optional[Path], typer.Option(help="Held-out JSONL, scored when training ends.")] = None,
+    setting: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Any other job field, e.g. --set lora_r=16 --set epochs=2.")
+    ] = None,
+) -> None:
+    """Validate a training job and queue it."""
+    from producer.training_commands import run_train_submit
+
+    values: dict[str, object] = {"name": name, "base_model": base_model, "train_data": train_data, "dev_data": dev_data}
+    for item in setting or []:
+        key, separator, value = item.partition("=")
+        if not separator:
+            raise typer.BadParameter(f"--set {item}: expected key=value")
+        values[key.strip()] = value
+    run_train_submit(values)
+
+
+@train_app.command("status")
+def train_status(
+    job: Annotated[Optional[int], typer.Argument(help="Training job id (default: the newest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Step, loss, samples/s and ETA of a training job."""
+    from producer.training_commands import run_train_status
+
+    run_train_status(job, as_json=as_json)
+
+
+@adapters_app.command("list")
+def adapters_list() -> None:
+    """Every registered adapter with its scores."""
+    from producer.training_commands import run_adapters_list
+
+    run_adapters_list()
+
+
+@adapters_app.command("show")
+def adapters_show(ref: Annotated[str, typer.Argument(help="name or name:version")]) -> None:
+    """One adapter's path, config and metrics."""
+    from producer.training_commands import run_adapters_show
+
+    run_adapters_show(ref)
+
+
+@adapters_app.command("promote")
+def adapters_promote(ref: Annotated[str, typer.Argument(help="name or name:version")]) -> None:
+    """Make extraction workers use this adapter from their next batch."""
+    from producer.training_commands import run_adapters_promote
+
+    run_adapters_promote(ref)
+
+
+@app.command("eval")
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Held-out JSONL with gold triplets.")],
+    adapter: Annotated[Optional[str], typer.Option(help="Registered adapter (name or name:version).")] = None,
+    base_model: Annotated[Optional[Path], typer.Option(help="Base model folder (default: the adapter's).")] = None,
+    max_examples: Annotated[int, typer.Option(help="Score at most this many examples.")] = 500,
+) -> None:
+    """Precision / recall / F1 (DuIE semantics) of a model on held-out data, run here."""
+    from producer.training_commands import run_eval
+
+    run_eval(adapter, data, base_model, max_examples)
 
 
 @db_app.command("upgrade")

@@ -23,3 +23,7 @@ class ScriptedEngine:
     def extract(self, texts: Sequence[str]) -> list[Extraction]:
         self.batches.append(list(texts))
         return [assemble([WindowOutput(0, text, self.answer(text))], self.schema, max_new_tokens=512) for text in texts]
+
+    def use_adapter(self, adapter_id: str, path) -> None:  # type: ignore[no-untyped-def]
+        self.adapter_id = adapter_id
+        self.adapter_path = path

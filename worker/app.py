@@ -8,6 +8,7 @@ from celeryconfig import celery_conf
 from models.settings import Settings, get_settings
 
 EXTRACT_TASK = "triplets.extract"
+TRAIN_TASK = "triplets.train.run"
 
 
 def create_app(settings: Settings) -> Celery:

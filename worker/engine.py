@@ -5,6 +5,7 @@ One interface, one real implementation (``worker.hf_engine``), fakes in tests.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, Sequence
 
 from models.settings import Settings
@@ -18,6 +19,10 @@ class ExtractionEngine(Protocol):
 
     def extract(self, texts: Sequence[str]) -> list[Extraction]:
         """One Extraction per text, in order. Raises only for failures of the whole batch."""
+        ...
+
+    def use_adapter(self, adapter_id: str, path: Path) -> None:
+        """Extract with this adapter from the next call on."""
         ...
 
 

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
 
 from models.errors import ConfigError, DocumentTooLongError, ModelError
+from models.registry import model_key
 from models.extraction import Extraction, WindowOutput, assemble
 from models.prompt import PromptTemplate, get_template
 from models.schema import PredicateSchema, load_schema
@@ -168,10 +169,30 @@ class HuggingFaceEngine:
             model,
             schema=load_schema(settings.schema_path),
             template=get_template(settings.prompt_version),
-            model_id=str(settings.base_model),
+            model_id=model_key(settings.base_model),
             adapter_id=str(settings.adapter or ""),
             settings=settings,
         )
+
+    def use_adapter(self, adapter_id: str, path: Path) -> None:
+        """Switch to a registered adapter for the next batch, loading it once, without a restart."""
+        if adapter_id == self.adapter_id:
+            return
+        if self.settings.adapter is not None:
+            raise ConfigError("TRIPLETS_ADAPTER fixes this worker's adapter; unset it to follow promotions")
+        from peft import PeftModel
+
+        try:
+            if not isinstance(self.model, PeftModel):
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=adapter_id, is_trainable=False)
+            elif adapter_id not in self.model.peft_config:
+                self.model.load_adapter(path, adapter_name=adapter_id, is_trainable=False)
+            self.model.set_adapter(adapter_id)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load adapter {adapter_id} from {path}: {exc}") from exc
+        self.model.eval()
+        log.info("switched to adapter %s", adapter_id)
+        self.adapter_id = adapter_id
 
     def extract(self, texts: Sequence[str]) -> list[Extraction]:
         outputs: list[list[WindowOutput]] = [[] for _ in texts]

@@ -12,8 +12,9 @@ from typing import Sequence
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import store
+from models import registry, store
 from models.errors import PermanentError, StoreUnavailableError
+from models.settings import Settings
 from worker.engine import ExtractionEngine
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,21 @@ class GroupReport:
 
     def as_dict(self) -> dict[str, int]:
         return {"claimed": self.claimed, "done": self.done, "failed": self.failed, "triplets": self.triplets}
+
+
+def follow_promoted_adapter(engine: ExtractionEngine, *, sessions: sessionmaker[Session], settings: Settings) -> None:
+    """Use the adapter promoted for this engine's base model, unless the worker's adapter is fixed."""
+    if settings.adapter is not None:
+        return
+    try:
+        with sessions() as session:
+            promoted = registry.promoted_adapter(session, base_model=engine.model_id)
+            found = None if promoted is None else (f"{promoted.name}:{promoted.version}", promoted.path)
+    except OperationalError as exc:
+        raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
+    if found is not None:
+        adapter_id, relative = found
+        engine.use_adapter(adapter_id, registry.resolve_adapter_path(settings.adapter_registry, relative))
 
 
 def process_documents(

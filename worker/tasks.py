@@ -13,9 +13,10 @@ from models import store
 from models.db import make_session_factory
 from models.errors import RetryableError
 from models.settings import get_settings
-from worker.app import EXTRACT_TASK, app
+from worker.app import EXTRACT_TASK, TRAIN_TASK, app
 from worker.engine import get_engine
-from worker.pipeline import process_documents
+from worker.pipeline import follow_promoted_adapter, process_documents
+from worker.training import run_training_job
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ class ExtractTask(Task):
 )
 def extract(document_ids: list[int]) -> dict[str, int]:
     settings = get_settings()
-    report = process_documents(
-        document_ids, engine=get_engine(settings), sessions=_sessions(), max_attempts=settings.max_attempts
-    )
+    engine = get_engine(settings)
+    follow_promoted_adapter(engine, sessions=_sessions(), settings=settings)
+    report = process_documents(document_ids, engine=engine, sessions=_sessions(), max_attempts=settings.max_attempts)
     return report.as_dict()
+
+
+@app.task(name=TRAIN_TASK, autoretry_for=(RetryableError,), retry_backoff=True, max_retries=5)
+def train(job_id: int) -> dict[str, int | None]:
+    # A worker killed mid-job gives the message back (acks late); the redelivered job
+    # resumes from the checkpoint its first run left in the adapter folder.
+    return {"adapter_id": run_training_job(job_id, sessions=_sessions(), settings=get_settings())}

@@ -1,0 +1,108 @@
+"""`triplets train …`, `triplets adapters …` and `triplets eval`: submission and the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from models import registry
+from models.db import make_session_factory
+from models.migrate import require_head
+from models.settings import get_settings
+from models.train_config import parse_train_config
+
+console = Console(soft_wrap=True)
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    require_head(settings.database_url)
+    return make_session_factory(settings.database_url)
+
+
+def run_train_submit(values: dict[str, object]) -> None:
+    """Validate the job config here, before anything is queued, then queue it on `train`."""
+    from celeryconfig import TRAIN_QUEUE
+    from producer.queue import broker_app
+    from worker.app import TRAIN_TASK
+
+    config = parse_train_config(values)
+    sessions = _sessions()
+    with broker_app(get_settings()) as app:
+        with sessions.begin() as session:
+            job = registry.create_training_job(session, name=config.name, config=config.model_dump(mode="json"))
+            job_id = job.id
+        app.send_task(TRAIN_TASK, args=[job_id], queue=TRAIN_QUEUE)
+    console.print(f"training job {job_id} queued: {config.name} on {config.base_model}")
+
+
+def run_train_status(job_id: int | None, *, as_json: bool) -> None:
+    with _sessions()() as session:
+        job = registry.get_training_job(session, job_id=job_id)
+        payload = {"job": job.id, "name": job.name, "status": job.status.value, "attempts": job.attempts,
+                   "progress": job.progress, "error": job.error, "adapter_id": job.adapter_id}
+    if as_json:
+        print(json.dumps(payload, ensure_ascii=False))
+        return
+    progress = payload["progress"] or {}
+    console.print(
+        f"training job {payload['job']} · {payload['name']} · {payload['status']} · "
+        f"step {progress.get('step', 0)}/{progress.get('total_steps', '?')} · loss {progress.get('loss', '–')} · "
+        f"{progress.get('samples_per_s', '–')} samples/s · ETA {progress.get('eta_s', '–')} s"
+        + (f" · resumed from step {progress['resumed_from']}" if progress.get("resumed_from") else "")
+        + (f"\nerror: {payload['error']}" if payload["error"] else "")
+    )
+
+
+def run_adapters_list() -> None:
+    with _sessions()() as session:
+        adapters = registry.list_adapters(session)
+        table = Table()
+        for column in ("adapter", "base model", "F1", "strict F1", "promoted", "created"):
+            table.add_column(column)
+        for a in adapters:
+            scores = (a.metrics or {}).get("eval", {})
+            table.add_row(f"{a.name}:{a.version}", Path(a.base_model).name, _fmt(scores.get("f1")),
+                          _fmt(scores.get("strict_f1")), str(a.promoted_at or ""), str(a.created_at))
+    console.print(table)
+
+
+def run_adapters_show(ref: str) -> None:
+    settings = get_settings()
+    with _sessions()() as session:
+        a = registry.get_adapter(session, ref=ref)
+        print(json.dumps({
+            "adapter": f"{a.name}:{a.version}", "path": str(registry.resolve_adapter_path(settings.adapter_registry, a.path)),
+            "base_model": a.base_model, "metrics": a.metrics, "config": a.config,
+            "promoted_at": str(a.promoted_at) if a.promoted_at else None,
+        }, ensure_ascii=False, indent=2))
+
+
+def run_adapters_promote(ref: str) -> None:
+    with _sessions().begin() as session:
+        adapter = registry.promote_adapter(session, ref=ref)
+        console.print(f"{adapter.name}:{adapter.version} promoted: extraction workers on "
+                      f"{Path(adapter.base_model).name} use it from their next batch")
+
+
+def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_examples: int) -> None:
+    from worker.evaluation import evaluate_adapter
+
+    settings = get_settings()
+    adapter_path = None
+    base = base_model or settings.base_model
+    if adapter_ref:
+        with _sessions()() as session:
+            a = registry.get_adapter(session, ref=adapter_ref)
+            adapter_path = registry.resolve_adapter_path(settings.adapter_registry, a.path)
+            base = base or Path(a.base_model)
+    scores = evaluate_adapter(base, adapter_path, data, settings=settings, schema_path=settings.schema_path,
+                              max_examples=max_examples)
+    print(json.dumps(scores.as_dict(), ensure_ascii=False, indent=2))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "–"

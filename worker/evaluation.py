@@ -1,0 +1,38 @@
+"""Evaluate an adapter on held-out data through the extraction engine itself."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+from models.errors import InputError
+from models.scorer import Example, Scores, score
+from models.settings import Settings
+from models.training_data import iter_training_examples
+
+
+def evaluate_adapter(
+    base_model: Path,
+    adapter: Path | None,
+    data: Path,
+    *,
+    settings: Settings,
+    schema_path: Path | None = None,
+    max_examples: int = 500,
+) -> Scores:
+    """P/R/F1 (DuIE semantics), strict F1, per predicate, parse-failure and ungrounded rates.
+
+    The raw answers are scored, before the engine's schema and grounding checks, so the
+    ungrounded rate measures the model rather than the filter.
+    """
+    from worker.hf_engine import HuggingFaceEngine
+
+    errors: list[InputError] = []
+    examples = list(islice(iter_training_examples(data, errors.append), max_examples))
+    if not examples:
+        raise InputError(str(data), "no usable evaluation examples")
+    engine = HuggingFaceEngine.from_settings(
+        settings.model_copy(update={"base_model": base_model, "adapter": adapter, "schema_path": schema_path})
+    )
+    results = engine.extract([example.text for example in examples])
+    return score(Example(e.text, e.triplets, r.raw) for e, r in zip(examples, results, strict=True))
