@@ -32,3 +32,17 @@ def test_extract_benchmark_runs_every_variant_on_cpu(tmp_path: Path) -> None:
     assert celery["counts"]["pending"] == celery["counts"]["running"] == 0
     assert sum(celery["counts"].values()) == 8
     assert "x origin" in result.stdout
+
+
+def test_train_benchmark_runs_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_gpu.py"), "--shape", "tiny", "--steps", "2",
+         "--variants", "1x8,8x1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [(row["micro_batch"], row["grad_accum"], row["samples"]) for row in report["rows"]] == [(1, 8, 16), (8, 1, 16)]
+    assert 400 < report["tokens_per_sample"] < 650
+    assert all(row["samples_per_s"] > 0 and row["final_loss"] == row["final_loss"] for row in report["rows"])

@@ -1,0 +1,128 @@
+"""The train queue and the registry through real workers: SIGKILL mid-training, promotion hot swap."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+from sqlalchemy import select
+
+pytest.importorskip("torch")
+
+from models import registry  # noqa: E402
+from models.db import make_session_factory  # noqa: E402
+from models.demo import demo_corpus_path, demo_schema_path  # noqa: E402
+from models.tables import Status, TrainingJob, TripletRow  # noqa: E402
+from producer.local_worker import local_worker  # noqa: E402
+from tests.workers import worker_env  # noqa: E402
+
+DEADLINE_S = 300
+
+
+def cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def wait_for(condition, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + DEADLINE_S
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_training_job_killed_mid_run_resumes_from_its_checkpoint(
+    tmp_path: Path, broker_url: str, database_url: str, demo_model
+) -> None:
+    redis.Redis.from_url(broker_url).flushdb()
+    env = worker_env(broker_url=broker_url, database_url=database_url, adapter_registry=tmp_path / "adapters")
+    sessions = make_session_factory(database_url)
+    with local_worker(env, tmp_path / "train-worker.log", queue="train") as worker:
+        cli(env, "train", "submit", "--name", "demo", "--base-model", str(demo_model[0]),
+            "--train-data", str(demo_corpus_path()), "--set", f"schema_path={demo_schema_path()}",
+            "--set", "device=cpu", "--set", "precision=fp32", "--set", "max_steps=40", "--set", "micro_batch_size=4",
+            "--set", "grad_accum=1", "--set", "checkpoint_every=3", "--set", "lora_dropout=0", cwd=tmp_path)
+
+        def step() -> int:
+            with sessions() as session:
+                job = session.scalars(select(TrainingJob)).one()
+                return (job.progress or {}).get("step", 0)
+
+        wait_for(lambda: step() >= 7, "training to pass its second checkpoint")
+        (child,) = psutil.Process(worker.pid).children()
+        child.send_signal(signal.SIGKILL)
+        killed_at = step()
+        assert killed_at < 40
+
+        def finished() -> TrainingJob | None:
+            with sessions() as session:
+                job = session.scalars(select(TrainingJob)).one()
+                return job if job.status in (Status.done, Status.failed) else None
+
+        job = wait_for(finished, "the redelivered job to finish")
+    assert job.status == Status.done, job.error
+    assert job.attempts == 2
+    assert 3 <= job.progress["resumed_from"] <= killed_at
+    assert job.progress["step"] == 40
+    with sessions() as session:
+        adapter = registry.get_adapter(session, ref="demo")
+    assert adapter.version == 1 and adapter.metrics["resumed_from"] == job.progress["resumed_from"]
+    assert (tmp_path / "adapters" / adapter.path / "adapter_model.safetensors").is_file()
+    status = json.loads(cli(env, "train", "status", "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "done" and status["adapter_id"] == adapter.id
+
+
+def test_promoted_adapter_is_used_by_the_next_batch_without_restart(
+    tmp_path: Path, broker_url: str, database_url: str, demo_model
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    redis.Redis.from_url(broker_url).flushdb()
+    model_dir = demo_model[0]
+    base = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
+    # B = 0: the adapter leaves answers unchanged, so both jobs extract the same triplets
+    get_peft_model(base, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        tmp_path / "lora"
+    )
+    for version in ("v1", "v2"):
+        shutil.copytree(tmp_path / "lora", tmp_path / "adapters" / "demo" / version)
+    sessions = make_session_factory(database_url)
+    with sessions.begin() as session:
+        for version in ("v1", "v2"):
+            registry.register_adapter(session, name="demo", path=f"demo/{version}",
+                                      base_model=registry.model_key(model_dir), metrics={}, config={})
+    env = worker_env(broker_url=broker_url, database_url=database_url, base_model=model_dir,
+                     schema_path=demo_schema_path(), adapter_registry=tmp_path / "adapters", max_new_tokens=256)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(demo_corpus_path().read_text(encoding="utf-8").splitlines()[:3]) + "\n",
+                      encoding="utf-8")
+    with local_worker(env, tmp_path / "worker.log"):
+        cli(env, "adapters", "promote", "demo:1", cwd=tmp_path)
+        cli(env, "submit", str(corpus), "--name", "first", "--wait", cwd=tmp_path)
+        cli(env, "adapters", "promote", "demo:2", cwd=tmp_path)
+        cli(env, "submit", str(corpus), "--name", "second", "--wait", cwd=tmp_path)
+    with sessions() as session:
+        adapters_by_job = {
+            job_id: adapters
+            for job_id, adapters in (
+                (job, {row.adapter for row in session.scalars(
+                    select(TripletRow).join(TripletRow.document).where(TripletRow.document.has(job_id=job)))})
+                for job in (1, 2)
+            )
+        }
+    assert adapters_by_job == {1: {"demo:1"}, 2: {"demo:2"}}
+    listed = cli(env, "adapters", "list", cwd=tmp_path).stdout
+    assert "demo:1" in listed and "demo:2" in listed
