@@ -18,7 +18,7 @@ from models.db import make_session_factory
 from models.errors import BrokerUnavailableError, InputError, NotFoundError
 from models.migrate import require_head
 from models.settings import ENV_PREFIX, get_settings
-from models.tables import Status
+from models.tables import Status, TripletRow
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -143,7 +143,7 @@ def run_query(
         console.print(f"{len(records)} triplets")
 
 
-def row_fields(row: store.TripletRow) -> dict[str, object]:
+def row_fields(row: TripletRow) -> dict[str, object]:
     return {
         "subject": row.subject, "subject_type": row.subject_type, "predicate": row.predicate,
         "object": row.object, "object_type": row.object_type,

@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GenerationConfig
 
 from models.errors import ConfigError, DocumentTooLongError, ModelError
-from models.registry import model_key
 from models.extraction import Extraction, WindowOutput, assemble
+from models.registry import model_key
 from models.prompt import PromptTemplate, get_template
 from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
@@ -36,6 +36,16 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def nf4_config(device: str) -> BitsAndBytesConfig:
+    """QLoRA's 4-bit NormalFloat with double quantisation; bf16 compute on CUDA."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32,
+    )
+
+
 def _check_model_folder(path: Path | None, variable: str) -> Path:
     if path is None:
         raise ConfigError(f"{variable}: not set (a local folder with config.json and *.safetensors)")
@@ -54,13 +64,7 @@ def load_model(settings: Settings, device: str, precision: str) -> tuple[Any, An
         if not settings.trust_remote_code:  # remote modelling code brings its own attention
             kwargs["attn_implementation"] = attention.NAME
         if precision == "4bit":
-            compute_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute_dtype,
-            )
+            kwargs["quantization_config"] = nf4_config(device)
             kwargs["device_map"] = {"": device}
         else:
             kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32

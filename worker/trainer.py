@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models.errors import InputError, ModelError
 from models.prompt import format_answer, get_template
 from models.schema import load_schema
 from models.train_config import TrainConfig
 from models.training_data import TrainingExample, iter_training_examples
-from worker.hf_engine import resolve_device, resolve_precision
+from worker.hf_engine import nf4_config, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "qkv_proj", "W_pack")
@@ -93,10 +93,7 @@ def load_for_training(config: TrainConfig, device: str, precision: str) -> tuple
         tokenizer = AutoTokenizer.from_pretrained(config.base_model, **common)
         kwargs: dict[str, Any] = {**common, "use_safetensors": True}
         if precision == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32,
-            )
+            kwargs["quantization_config"] = nf4_config(device)
             kwargs["device_map"] = {"": device}
         else:
             kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
