@@ -89,6 +89,17 @@ def worker(
 
 
 @app.command()
+def monitor(
+    port: Annotated[int, typer.Option(help="Port for Flower.")] = 5555,
+    address: Annotated[str, typer.Option(help="Address to bind; loopback unless you put TLS in front.")] = "127.0.0.1",
+) -> None:
+    """Start Flower on the broker, behind basic auth (TRIPLETS_FLOWER_BASIC_AUTH=user:password)."""
+    from producer.commands import run_monitor
+
+    raise typer.Exit(run_monitor(port=port, address=address))
+
+
+@app.command()
 def demo() -> None:
     """Run the whole path on embedded defaults: local Redis, SQLite, a model built offline."""
     from producer.demo import run_demo

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from models import store
 from models.db import make_session_factory
-from models.errors import BrokerUnavailableError, InputError, NotFoundError
+from models.errors import BrokerUnavailableError, ConfigError, InputError, NotFoundError
 from models.migrate import require_head
 from models.settings import ENV_PREFIX, get_settings
 from models.tables import Status, TripletRow
@@ -188,3 +188,15 @@ def _progress() -> Progress:
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=errors, transient=False,
     )
+
+
+def run_monitor(*, port: int, address: str) -> int:
+    import subprocess
+
+    settings = get_settings()
+    if settings.flower_basic_auth is None:
+        raise ConfigError("TRIPLETS_FLOWER_BASIC_AUTH: not set; Flower never runs without auth (user:password)")
+    # Through the environment, not argv: a password on the command line shows in `ps`.
+    env = {**os.environ, "FLOWER_BASIC_AUTH": settings.flower_basic_auth.get_secret_value()}
+    command = [sys.executable, "-m", "celery", "--app", "worker.app", "flower", f"--port={port}", f"--address={address}"]
+    return subprocess.run(command, env=env, check=False).returncode

@@ -68,3 +68,47 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "broker redis://127.0.0.1:1/0 unavailable" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_flower_never_starts_without_auth(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "producer", "monitor"], env=worker_env(), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "TRIPLETS_FLOWER_BASIC_AUTH: not set; Flower never runs without auth" in result.stderr
+
+
+def test_flower_answers_only_with_credentials(tmp_path: Path, broker_url: str) -> None:
+    import base64
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = worker_env(broker_url=broker_url, flower_basic_auth="admin:s3cret")
+    flower = subprocess.Popen([sys.executable, "-m", "producer", "monitor", "--port", str(port)], env=env,
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def status(headers: dict[str, str]) -> int | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/workers", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return None
+
+    try:
+        deadline = time.monotonic() + 60
+        while (anonymous := status({})) is None:
+            assert flower.poll() is None and time.monotonic() < deadline, "Flower did not start"
+            time.sleep(0.2)
+        token = base64.b64encode(b"admin:s3cret").decode()
+        assert anonymous == 401
+        assert status({"Authorization": f"Basic {token}"}) == 200
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)
