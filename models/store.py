@@ -179,15 +179,6 @@ def record_failure(session: Session, *, document_id: int, reason: str, raw_outpu
     _finish(session, [document_id], Status.failed, error=reason, raw_output=raw_output)
 
 
-def release_documents(session: Session, *, document_ids: Sequence[int]) -> None:
-    """Put running documents back to pending, e.g. before a retry."""
-    session.execute(
-        update(Document)
-        .where(Document.id.in_(document_ids), Document.status == Status.running)
-        .values(status=Status.pending)
-    )
-
-
 def unfinished_among(session: Session, *, document_ids: Sequence[int]) -> list[int]:
     return list(
         session.scalars(select(Document.id).where(Document.id.in_(document_ids), Document.status.not_in(FINISHED)))

@@ -1,16 +1,13 @@
 """Split a document too long for the model's input budget into sentence-aligned windows.
 
-Each window is extracted on its own; ``merge_window_results`` maps the per-window results
-back to one list for the document.
+Each window is extracted on its own; ``models.extraction.assemble`` maps the per-window
+results back to the document's offsets and merges what overlapping windows repeat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-T = TypeVar("T")
 
 HARD_TERMINATORS = frozenset("。！？；!?;\n")
 CLOSERS = frozenset("”’」』）)】》\"")
@@ -138,20 +135,3 @@ def make_windows(text: str, fits: Callable[[str], bool], *, overlap_sentences: i
         covered, guess = end, count
         first = max(end - overlap_sentences, first + 1)
     return windows
-
-
-def merge_window_results(items: Iterable[tuple[Window, Sequence[T]]], key: Callable[[T], Hashable]) -> list[T]:
-    """Per-window results concatenated in window order, keeping the first item of each key.
-
-    Items may arrive out of order (windows extracted in parallel), so they are ordered by
-    window start first; the overlap re-extracts the same facts, hence the de-duplication.
-    """
-    seen: set[Hashable] = set()
-    merged: list[T] = []
-    for _window, results in sorted(items, key=lambda item: item[0].start):
-        for result in results:
-            k = key(result)
-            if k not in seen:
-                seen.add(k)
-                merged.append(result)
-    return merged

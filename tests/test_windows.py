@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from models.windows import HARD_TERMINATORS, Window, make_windows, merge_window_results, split_sentences
+from models.windows import HARD_TERMINATORS, Window, make_windows, split_sentences
 
 
 def sentences(text: str) -> list[str]:
@@ -207,25 +207,3 @@ def test_fits_calls_stay_near_two_per_window_for_uniform_sentences() -> None:
     windows = make_windows(text, fits)
     assert len(windows) > 50
     assert fits.calls < 3 * len(windows) + 20
-
-
-# --- merge_window_results ---
-
-
-def test_merge_drops_duplicates_across_windows_and_keeps_order() -> None:
-    first, second = Window(0, "甲乙。丙丁。"), Window(3, "丙丁。戊己。")
-    merged = merge_window_results(
-        [(first, [("甲", "1"), ("丙", "1")]), (second, [("丙", "2"), ("戊", "2")])],
-        key=lambda item: item[0],
-    )
-    assert merged == [("甲", "1"), ("丙", "1"), ("戊", "2")]
-
-
-def test_merge_orders_by_window_start() -> None:
-    early, late = Window(0, "甲。"), Window(2, "乙。")
-    merged = merge_window_results([(late, ["乙", "甲"]), (early, ["甲"])], key=str)
-    assert merged == ["甲", "乙"]
-
-
-def test_merge_of_nothing_is_empty() -> None:
-    assert merge_window_results([], key=str) == []
