@@ -12,7 +12,6 @@ number of samples, so speed is not bought with wrong gradients. Prints a table, 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile

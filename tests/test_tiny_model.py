@@ -17,7 +17,6 @@ from worker.tiny_model import (  # noqa: E402
     build_random_model,
     build_tokenizer,
     greedy_generate,
-    train_to_extract,
 )
 
 DEMO_EXAMPLES = load_demo_examples()
