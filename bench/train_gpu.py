@@ -1,9 +1,12 @@
-"""QLoRA training throughput: the origin's config (1 × 512, accumulation 8) vs larger micro-batches.
+"""QLoRA training throughput: the origin's config (1 × 512, accumulation 8) vs the memory-budget plan.
 
 Builds a randomly initialised GLM of ChatGLM3-6B shape (as bench/extract_gpu.py does), writes
 ~512-token training examples, and runs the project's own trainer (`train_adapter`) per
 variant on the same data: samples/s, tokens/s, peak memory, and the loss after the same
 number of samples, so speed is not bought with wrong gradients. Prints a table, writes JSON.
+
+A variant is ``MICROxACCUM:CHECKPOINTING`` (checkpointing all|none|auto, default all) or
+``auto`` (the trainer's own choice for the 20 GB budget). Every variant steps over 8 samples.
 
     python bench/train_gpu.py --shape chatglm3-6b --steps 12 --out $OUT/train.json   # GPU machine
     python bench/train_gpu.py --shape tiny --steps 3                                 # CPU smoke run
@@ -57,12 +60,34 @@ def mean_tokens(base: Path, data: Path) -> float:
     return sum(len(ids) for ids, _ in encoded) / len(encoded)
 
 
+def parse_variant(variant: str) -> tuple[int | None, str]:
+    """``auto`` or ``MICROxACCUM[:all|none|auto]`` (accumulation is 8 / micro): micro-batch and checkpointing."""
+    if variant == "auto":
+        return None, "auto"
+    sizes, _, checkpointing = variant.partition(":")
+    micro, accum = (int(part) for part in sizes.split("x"))
+    if micro * accum != 8:
+        raise SystemExit(f"variant {variant}: micro x accum must be 8")
+    return micro, checkpointing or "all"
+
+
+def after_first(progress: list[dict]) -> float:
+    """Samples/s over every step but the first, which pays for allocation and kernel choice."""
+    if len(progress) < 2:
+        return progress[-1]["samples_per_s"]
+    first, last = progress[0], progress[-1]
+    first_seconds = first["step"] * 8 / first["samples_per_s"]
+    last_seconds = last["step"] * 8 / last["samples_per_s"]
+    return (last["step"] - first["step"]) * 8 / (last_seconds - first_seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="chatglm3-6b")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps of 8 samples per variant")
     parser.add_argument("--text-chars", type=int, default=230, help="~512 tokens with the prompt and answer")
-    parser.add_argument("--variants", default="1x8,8x1,16x1")
+    parser.add_argument("--variants", default="1x8:all,8x1:all,4x2:none,auto")
+    parser.add_argument("--budget-gib", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
     args = parser.parse_args()
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
@@ -77,40 +102,47 @@ def main() -> None:
         base, _ = build_model(Path(tmp), SHAPES[args.shape], texts, device)
         report["tokens_per_sample"] = mean_tokens(base, data)
         for variant in args.variants.split(","):
-            micro, accum = (int(part) for part in variant.split("x"))
-            samples_per_step = micro * accum
-            steps = max(2, args.steps * 8 // samples_per_step)  # the same samples for every variant
+            micro, checkpointing = parse_variant(variant)
+            steps = args.steps
             config = parse_train_config({
-                "name": f"bench-{variant}", "base_model": base, "train_data": data, "schema_path": demo_schema_path(),
-                "device": device, "precision": precision, "micro_batch_size": micro, "grad_accum": accum,
-                "max_steps": steps, "max_length": 1024, "checkpoint_every": 10**6, "lora_dropout": 0.0,
+                "name": "bench", "base_model": base, "train_data": data, "schema_path": demo_schema_path(),
+                "device": device, "precision": precision, "batch_size": 8, "micro_batch_size": micro,
+                "gradient_checkpointing": checkpointing, "gpu_memory_budget_gib": args.budget_gib,
+                "max_steps": steps, "max_length": 1024, "checkpoint_every": 10**6,
             })
             progress: list[dict] = []
             if device != "cpu":
                 torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
-            train_adapter(config, Path(tmp) / f"adapter-{variant}", on_progress=progress.append)
+            result = train_adapter(config, Path(tmp) / f"adapter-{len(report['rows'])}", on_progress=progress.append)
             seconds = time.perf_counter() - started
-            # the first step pays for allocation and kernel selection: rate from the rest
             first = progress[0]
-            steady = (len(progress) - 1) * samples_per_step / max(seconds * (1 - 1 / len(progress)), 1e-9)
-            row = {"variant": f"{micro} x {accum}", "micro_batch": micro, "grad_accum": accum, "steps": steps,
-                   "samples": steps * samples_per_step, "seconds": seconds,
-                   "samples_per_s": progress[-1]["samples_per_s"], "samples_per_s_after_first": steady,
+            plan = result.plan
+            row = {"variant": variant, "micro_batch": plan.micro_batch_size, "grad_accum": plan.grad_accum,
+                   "checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
+                   "estimated_peak_gib": plan.estimated_peak_gib, "steps": steps, "samples": steps * 8,
+                   "seconds": seconds,
+                   "samples_per_s": progress[-1]["samples_per_s"], "samples_per_s_after_first": after_first(progress),
                    "first_step_loss": first["loss"], "final_loss": progress[-1]["loss"],
                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else float("nan")}
-            row["tokens_per_s"] = row["samples_per_s"] * report["tokens_per_sample"]
+            row["tokens_per_s"] = row["samples_per_s_after_first"] * report["tokens_per_sample"]
             report["rows"].append(row)
-            print(f"  {row['variant']}: {row['samples_per_s']:.2f} samples/s, peak {row['peak_gib']:.1f} GiB, "
+            print(f"  {row['variant']} ({plan.micro_batch_size} x {plan.grad_accum}, {plan.checkpointed_layers}/"
+                  f"{plan.layers} layers checkpointed): {row['samples_per_s']:.2f} samples/s, peak {row['peak_gib']:.1f} GiB, "
                   f"loss {row['first_step_loss']:.3f} → {row['final_loss']:.3f}", flush=True)
             save(report, args.out)
             free_memory()
     print(f"\n{report['card']} · {args.shape} · QLoRA r=8 α=32 · {report['tokens_per_sample']:.0f} tokens/sample · "
           f"{report['versions']}")
-    print(f"{'micro x accum':<14}{'samples':>8}{'samples/s':>11}{'tok/s':>9}{'peak GiB':>10}{'loss first→last':>18}")
+    origin = report["rows"][0]["samples_per_s_after_first"] if report["rows"] else float("nan")
+    print(f"{'variant':<10}{'micro x accum':>14}{'ckpt':>7}{'samples':>8}{'samples/s':>11}{'tok/s':>9}{'x first':>8}"
+          f"{'peak GiB':>10}{'est GiB':>9}{'loss first→last':>18}")
     for row in report["rows"]:
-        print(f"{row['variant']:<14}{row['samples']:>8}{row['samples_per_s']:>11.2f}{row['tokens_per_s']:>9.0f}"
-              f"{row['peak_gib']:>10.1f}{row['first_step_loss']:>9.3f} → {row['final_loss']:.3f}")
+        plan = f"{row['micro_batch']} x {row['grad_accum']}"
+        print(f"{row['variant']:<10}{plan:>14}{row['checkpointed_layers']:>4}/{row['layers']:<2}{row['samples']:>8}"
+              f"{row['samples_per_s_after_first']:>11.2f}{row['tokens_per_s']:>9.0f}"
+              f"{row['samples_per_s_after_first'] / origin:>8.2f}{row['peak_gib']:>10.1f}"
+              f"{row['estimated_peak_gib'] or float('nan'):>9.1f}{row['first_step_loss']:>9.3f} → {row['final_loss']:.3f}")
     save(report, args.out)
 
 

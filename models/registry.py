@@ -110,6 +110,19 @@ def record_training_progress(session: Session, *, job_id: int, progress: dict[st
     session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(progress=progress))
 
 
+def describe_progress(progress: dict[str, Any] | None) -> str:
+    """One line for people: `triplets train status` and the task's result field in Flower."""
+    progress = progress or {}
+    line = (f"step {progress.get('step', 0)}/{progress.get('total_steps', '?')} · loss {progress.get('loss', '–')} · "
+            f"{progress.get('samples_per_s', '–')} samples/s · ETA {progress.get('eta_s', '–')} s")
+    if "micro_batch_size" in progress:
+        line += (f" · {progress['micro_batch_size']} x {progress['grad_accum']}, "
+                 f"{progress['checkpointed_layers']} layers checkpointed")
+    if progress.get("resumed_from"):
+        line += f" · resumed from step {progress['resumed_from']}"
+    return line
+
+
 def finish_training_job(
     session: Session, *, job_id: int, adapter_id: int | None = None, error: str | None = None
 ) -> None:

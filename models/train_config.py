@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from models.errors import ConfigError
 
@@ -30,8 +30,13 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
-    micro_batch_size: int = Field(1, gt=0)
-    grad_accum: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0, description="Samples per optimizer step (the origin's 1 x 8).")
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="Samples per forward pass; must divide batch_size. Unset: the most that fits "
+        "gpu_memory_budget_gib on CUDA, batch_size on the CPU.")
+    # "auto": as few checkpointed layers as the memory budget allows (recomputation costs time).
+    gradient_checkpointing: Literal["auto", "all", "none"] = "auto"
+    gpu_memory_budget_gib: float = Field(20.0, gt=0)
     max_length: int = Field(1024, gt=16)
     warmup_steps: int = Field(0, ge=0)
     precision: Literal["auto", "4bit", "bf16", "fp32"] = "auto"
@@ -45,6 +50,14 @@ class TrainConfig(BaseModel):
     def _check_name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("use lower-case letters, digits, '.', '_' or '-' (at most 100)")
+        return value
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _check_micro_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
+        batch_size = info.data.get("batch_size")
+        if value and batch_size and batch_size % value:
+            raise ValueError(f"{value} does not divide batch_size {batch_size}")
         return value
 
 

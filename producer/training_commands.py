@@ -47,12 +47,9 @@ def run_train_status(job_id: int | None, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(payload, ensure_ascii=False))
         return
-    progress = payload["progress"] or {}
     console.print(
         f"training job {payload['job']} · {payload['name']} · {payload['status']} · "
-        f"step {progress.get('step', 0)}/{progress.get('total_steps', '?')} · loss {progress.get('loss', '–')} · "
-        f"{progress.get('samples_per_s', '–')} samples/s · ETA {progress.get('eta_s', '–')} s"
-        + (f" · resumed from step {progress['resumed_from']}" if progress.get("resumed_from") else "")
+        + registry.describe_progress(payload["progress"])
         + (f"\nerror: {payload['error']}" if payload["error"] else "")
     )
 

@@ -38,11 +38,12 @@ def test_train_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "train_gpu.py"), "--shape", "tiny", "--steps", "2",
-         "--variants", "1x8,8x1", "--out", str(out)],
+         "--variants", "1x8:all,auto", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert [(row["micro_batch"], row["grad_accum"], row["samples"]) for row in report["rows"]] == [(1, 8, 16), (8, 1, 16)]
+    plans = [(row["micro_batch"], row["grad_accum"], row["checkpointed_layers"], row["samples"]) for row in report["rows"]]
+    assert plans == [(1, 8, 2, 16), (8, 1, 0, 16)]
     assert 400 < report["tokens_per_sample"] < 650
     assert all(row["samples_per_s"] > 0 and row["final_loss"] == row["final_loss"] for row in report["rows"])

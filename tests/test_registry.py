@@ -58,7 +58,9 @@ def test_training_config_is_validated_before_queueing(tmp_path: Path) -> None:
     config = parse_train_config({"name": "duie-v1", "base_model": tmp_path, "train_data": tmp_path / "t.jsonl"})
     assert (config.lora_r, config.lora_alpha, config.lora_dropout, config.learning_rate, config.epochs) == (
         8, 32, 0.1, 2e-4, 3.0)
-    assert (config.micro_batch_size, config.grad_accum, config.max_length) == (1, 8, 1024)
+    assert (config.batch_size, config.micro_batch_size, config.max_length) == (8, None, 1024)
+    with pytest.raises(ConfigError, match="training config micro_batch_size: 3 does not divide batch_size 8"):
+        parse_train_config({"name": "x", "base_model": tmp_path, "train_data": tmp_path, "micro_batch_size": 3})
     with pytest.raises(ConfigError, match="training config lora_r: Input should be greater than 0"):
         parse_train_config({"name": "x", "base_model": tmp_path, "train_data": tmp_path, "lora_r": 0})
     with pytest.raises(ConfigError, match="training config name: use lower-case"):

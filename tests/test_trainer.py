@@ -23,7 +23,7 @@ class Killed(Exception):
 def config_for(model_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
     values = {
         "name": "demo", "base_model": model_dir, "train_data": demo_corpus_path(), "schema_path": demo_schema_path(),
-        "device": "cpu", "precision": "fp32", "max_steps": 6, "micro_batch_size": 4, "grad_accum": 1,
+        "device": "cpu", "precision": "fp32", "max_steps": 6, "batch_size": 4,
         "checkpoint_every": 2, "learning_rate": 1e-3, "lora_dropout": 0.0, **overrides,
     }
     return parse_train_config(values)

@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
+from celery import Celery
 from sqlalchemy import select
 
 pytest.importorskip("torch")
@@ -23,6 +25,7 @@ from models.demo import demo_corpus_path, demo_schema_path  # noqa: E402
 from models.tables import Status, TrainingJob, TripletRow  # noqa: E402
 from producer.local_worker import local_worker  # noqa: E402
 from tests.workers import worker_env  # noqa: E402
+from worker.app import PROGRESS_EVENT  # noqa: E402
 
 DEADLINE_S = 300
 
@@ -43,17 +46,43 @@ def wait_for(condition, what: str):  # type: ignore[no-untyped-def]
     return value
 
 
+class EventLog:
+    """Every Celery event on the broker, collected by a receiver thread, as Flower receives them."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery(broker=broker_url)
+        self.seen: list[dict] = []
+        self.ready = threading.Event()
+        self.receiver = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection() as connection:
+            self.receiver = self.app.events.Receiver(connection, handlers={"*": self.seen.append})
+            self.receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def __enter__(self) -> EventLog:
+        self.thread.start()
+        wait_for(lambda: self.receiver is not None and self.receiver.connection is not None, "the event receiver")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.receiver is not None:
+            self.receiver.should_stop = True
+        self.thread.join(timeout=10)
+
+
 def test_training_job_killed_mid_run_resumes_from_its_checkpoint(
     tmp_path: Path, broker_url: str, database_url: str, demo_model
 ) -> None:
     redis.Redis.from_url(broker_url).flushdb()
     env = worker_env(broker_url=broker_url, database_url=database_url, adapter_registry=tmp_path / "adapters")
     sessions = make_session_factory(database_url)
-    with local_worker(env, tmp_path / "train-worker.log", queue="train") as worker:
+    with EventLog(broker_url) as events, local_worker(env, tmp_path / "train-worker.log", queue="train") as worker:
         cli(env, "train", "submit", "--name", "demo", "--base-model", str(demo_model[0]),
             "--train-data", str(demo_corpus_path()), "--set", f"schema_path={demo_schema_path()}",
-            "--set", "device=cpu", "--set", "precision=fp32", "--set", "max_steps=40", "--set", "micro_batch_size=4",
-            "--set", "grad_accum=1", "--set", "checkpoint_every=3", "--set", "lora_dropout=0", cwd=tmp_path)
+            "--set", "device=cpu", "--set", "precision=fp32", "--set", "max_steps=40", "--set", "batch_size=4",
+            "--set", "checkpoint_every=3", "--set", "lora_dropout=0", cwd=tmp_path)
 
         def step() -> int:
             with sessions() as session:
@@ -82,6 +111,18 @@ def test_training_job_killed_mid_run_resumes_from_its_checkpoint(
     assert (tmp_path / "adapters" / adapter.path / "adapter_model.safetensors").is_file()
     status = json.loads(cli(env, "train", "status", "--json", cwd=tmp_path).stdout)
     assert status["status"] == "done" and status["adapter_id"] == adapter.id
+    # Flower's view of the task: the same event state machine, fed by the worker's progress events
+    progress_events = [event for event in events.seen if event["type"] == PROGRESS_EVENT]
+    assert progress_events, [event["type"] for event in events.seen][:20]
+    last = progress_events[-1]
+    assert last["result"].startswith(f"step {last['step']}/40 · loss ")
+    state = Celery(broker=broker_url).events.State()
+    for event in events.seen:
+        state.event(event)
+        if event["type"] == PROGRESS_EVENT:
+            assert state.tasks[event["uuid"]].state == "PROGRESS"
+            assert state.tasks[event["uuid"]].result == event["result"]
+    assert {task.state for task in state.tasks.values()} >= {"SUCCESS"}
 
 
 def test_promoted_adapter_is_used_by_the_next_batch_without_restart(

@@ -9,6 +9,8 @@ from models.settings import Settings, get_settings
 
 EXTRACT_TASK = "triplets.extract"
 TRAIN_TASK = "triplets.train.run"
+# A training task's progress: Flower shows the task in state PROGRESS with the event's result line.
+PROGRESS_EVENT = "task-progress"
 
 
 def create_app(settings: Settings) -> Celery:

@@ -9,11 +9,11 @@ from typing import Any
 from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import store
+from models import registry, store
 from models.db import make_session_factory
 from models.errors import RetryableError
 from models.settings import get_settings
-from worker.app import EXTRACT_TASK, TRAIN_TASK, app
+from worker.app import EXTRACT_TASK, PROGRESS_EVENT, TRAIN_TASK, app
 from worker.engine import get_engine
 from worker.pipeline import follow_promoted_adapter, process_documents
 from worker.training import run_training_job
@@ -54,8 +54,11 @@ def extract(document_ids: list[int]) -> dict[str, int]:
     return report.as_dict()
 
 
-@app.task(name=TRAIN_TASK, autoretry_for=(RetryableError,), retry_backoff=True, max_retries=5)
-def train(job_id: int) -> dict[str, int | None]:
+@app.task(bind=True, name=TRAIN_TASK, autoretry_for=(RetryableError,), retry_backoff=True, max_retries=5)
+def train(self: Task, job_id: int) -> dict[str, int | None]:
     # A worker killed mid-job gives the message back (acks late); the redelivered job
     # resumes from the checkpoint its first run left in the adapter folder.
-    return {"adapter_id": run_training_job(job_id, sessions=_sessions(), settings=get_settings())}
+    def publish(progress: dict[str, Any]) -> None:
+        self.send_event(PROGRESS_EVENT, result=registry.describe_progress(progress), **progress)
+
+    return {"adapter_id": run_training_job(job_id, sessions=_sessions(), settings=get_settings(), publish=publish)}

@@ -6,6 +6,8 @@ are masked out of the loss, so the adapter learns only to answer.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -27,6 +29,7 @@ from models.schema import load_schema
 from models.train_config import TrainConfig
 from models.training_data import TrainingExample, iter_training_examples
 from worker.hf_engine import nf4_config, resolve_device, resolve_precision
+from worker.memory_plan import TrainingPlan, choose_plan, decoder_layers, probe_activations, set_checkpointed_layers
 
 log = logging.getLogger(__name__)
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "qkv_proj", "W_pack")
@@ -43,6 +46,7 @@ class TrainResult:
     examples: int
     skipped: int
     resumed_from: int
+    plan: TrainingPlan
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -95,6 +99,8 @@ def load_for_training(config: TrainConfig, device: str, precision: str) -> tuple
         if precision == "4bit":
             kwargs["quantization_config"] = nf4_config(device)
             kwargs["device_map"] = {"": device}
+            # unquantised layers (norms, embeddings, output) in the compute dtype
+            kwargs["dtype"] = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
@@ -119,7 +125,7 @@ def train_adapter(
     config: TrainConfig, out_dir: Path, *, on_progress: Progress = lambda progress: None
 ) -> TrainResult:
     """Train, checkpointing every ``checkpoint_every`` steps into ``out_dir``; resume from a checkpoint there."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     device = resolve_device(config.device)
@@ -133,44 +139,52 @@ def train_adapter(
     encoded, too_long = encode_examples(examples, tokenizer, config)
     if not encoded:
         raise InputError(str(config.train_data), "no usable training examples")
-    if precision == "4bit":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=device.startswith("cuda"))
+    model.config.use_cache = False
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=target_modules(model, config), task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     optimizer = _optimizer(model, config, device, precision)
-    per_epoch = math.ceil(len(encoded) / config.micro_batch_size)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / config.grad_accum))
+    checkpoint = out_dir / CHECKPOINT
+    state = json.loads((checkpoint / "state.json").read_text()) if (checkpoint / "state.json").is_file() else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+
+    def forward_backward(items: Sequence[tuple[list[int], list[int]]], scale: float) -> float:
+        batch = {k: v.to(model.device) for k, v in collate(items, tokenizer.pad_token_id).items()}
+        with autocast:
+            loss = answer_loss(model, batch) / scale
+        loss.backward()
+        return loss.item()
+
+    # A resumed job keeps its plan: the plan fixes the data order.
+    plan = TrainingPlan(**state["plan"]) if state else _plan(model, config, device, encoded, forward_backward)
+    set_checkpointed_layers(model, plan.checkpointed_layers)
+    log.info("training plan for %s: %s", config.name, plan)
+    per_epoch = math.ceil(len(encoded) / plan.micro_batch_size)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / plan.grad_accum))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)) * max(0.0, 1 - step / total_steps)
     )
     step = 0
-    checkpoint = out_dir / CHECKPOINT
-    if (checkpoint / "state.json").is_file():
+    if state:
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter.safetensors"))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-        step = json.loads((checkpoint / "state.json").read_text())["step"]
+        step = state["step"]
         log.info("resuming %s from step %d", config.name, step)
     resumed_from = step
     lengths = [len(ids) for ids, _ in encoded]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
     epoch_batches: dict[int, list[list[int]]] = {}
     model.train()
     started, loss_value, samples = time.perf_counter(), float("nan"), 0
     while step < total_steps:
         accumulated = 0.0
-        for micro in range(config.grad_accum):
-            index = step * config.grad_accum + micro
+        for micro in range(plan.grad_accum):
+            index = step * plan.grad_accum + micro
             epoch, position = divmod(index, per_epoch)
             if epoch not in epoch_batches:
-                epoch_batches = {epoch: micro_batches(lengths, config.micro_batch_size, config.seed, epoch)}
+                epoch_batches = {epoch: micro_batches(lengths, plan.micro_batch_size, config.seed, epoch)}
             batch_ids = epoch_batches[epoch][position]
-            batch = {k: v.to(model.device) for k, v in collate([encoded[i] for i in batch_ids], tokenizer.pad_token_id).items()}
-            with autocast:
-                loss = model(**batch).loss / config.grad_accum
-            loss.backward()
-            accumulated += loss.item()
+            accumulated += forward_backward([encoded[i] for i in batch_ids], plan.grad_accum)
             samples += len(batch_ids)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -182,19 +196,63 @@ def train_adapter(
         rate = samples / elapsed
         on_progress({
             "step": step, "total_steps": total_steps, "loss": round(loss_value, 5), "samples_per_s": round(rate, 3),
-            "eta_s": round((total_steps - step) * config.grad_accum * config.micro_batch_size / rate, 1),
-            "resumed_from": resumed_from,
+            "eta_s": round((total_steps - step) * config.batch_size / rate, 1),
+            "resumed_from": resumed_from, "micro_batch_size": plan.micro_batch_size, "grad_accum": plan.grad_accum,
+            "checkpointed_layers": plan.checkpointed_layers,
         })
         if step % config.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(model, optimizer, scheduler, step, checkpoint)
+            _save_checkpoint(model, optimizer, scheduler, {"step": step, "plan": plan.as_dict()}, checkpoint)
     model.save_pretrained(out_dir)
     (out_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TrainResult(out_dir, step, loss_value, time.perf_counter() - started, len(encoded),
-                       too_long + len(errors), resumed_from)
+                       too_long + len(errors), resumed_from, plan)
 
 
-def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, checkpoint: Path) -> None:
+def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens, with logits computed only from the first answer onwards.
+
+    The output layer's fp32 logits (vocabulary x tokens) are a large share of a step's memory;
+    prompt tokens carry no loss, so their logits need not exist.
+    """
+    labels = batch["labels"]
+    answer = (labels != IGNORE).any(dim=0).nonzero()
+    first = max(int(answer[0]) - 1, 0) if len(answer) else labels.shape[1] - 1
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if _accepts_logits_to_keep(model):
+        logits = model(**inputs, logits_to_keep=labels.shape[1] - first).logits
+    else:  # remote modelling code: all positions
+        logits = model(**inputs).logits[:, first:]
+    targets = labels[:, first + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _plan(model: Any, config: TrainConfig, device: str, encoded: Sequence[tuple[list[int], list[int]]],
+          forward_backward: Callable[[Sequence[tuple[list[int], list[int]]], float], float]) -> TrainingPlan:
+    layers = len(decoder_layers(model))
+    if not device.startswith("cuda"):  # host memory is not the budget worth planning for
+        micro = config.micro_batch_size or config.batch_size
+        checkpointed = layers if config.gradient_checkpointing == "all" else 0
+        return TrainingPlan(micro, config.batch_size // micro, checkpointed, layers)
+    longest = max(encoded, key=lambda item: len(item[0]))
+    model.train()
+    probe = probe_activations(model, lambda micro: forward_backward([longest] * micro, 1.0), torch.device(device))
+    # optimizer state appears at the first step: fp32 gradients and two moments per trainable parameter
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    probe = dataclasses.replace(probe, resident=probe.resident + 12 * trainable)
+    return choose_plan(probe, batch_size=config.batch_size, layers=layers,
+                       budget_bytes=config.gpu_memory_budget_gib * 2**30,
+                       micro_batch_size=config.micro_batch_size, checkpointing=config.gradient_checkpointing)
+
+
+def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, position: dict[str, Any], checkpoint: Path) -> None:
     """Written beside the old one, then swapped in: a kill mid-write leaves the old one whole."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -206,7 +264,7 @@ def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, step: int, chec
     save_file(state, staging / "adapter.safetensors")
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    (staging / "state.json").write_text(json.dumps({"step": step}))
+    (staging / "state.json").write_text(json.dumps(position))
     old = checkpoint.with_name(CHECKPOINT + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if checkpoint.exists():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import registry
@@ -13,8 +16,14 @@ from models.train_config import parse_train_config
 log = logging.getLogger(__name__)
 
 
-def run_training_job(job_id: int, *, sessions: sessionmaker[Session], settings: Settings) -> int | None:
-    """Train job ``job_id`` (resuming from its checkpoint), register the adapter; its id, or None if failed."""
+def run_training_job(
+    job_id: int, *, sessions: sessionmaker[Session], settings: Settings,
+    publish: Callable[[dict[str, Any]], None] = lambda progress: None,
+) -> int | None:
+    """Train job ``job_id`` (resuming from its checkpoint), register the adapter; its id, or None if failed.
+
+    Progress goes to the job's row after every optimizer step, and to ``publish`` (the task's events).
+    """
     from worker.evaluation import evaluate_adapter
     from worker.trainer import train_adapter
 
@@ -30,6 +39,7 @@ def run_training_job(job_id: int, *, sessions: sessionmaker[Session], settings: 
         def report(progress: dict) -> None:
             with sessions.begin() as session:
                 registry.record_training_progress(session, job_id=job_id, progress=progress)
+            publish(progress)
 
         result = train_adapter(config, out_dir, on_progress=report)
         metrics: dict = {"train_loss": result.loss, "steps": result.steps, "train_seconds": round(result.seconds, 2),
