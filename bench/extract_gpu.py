@@ -127,9 +127,10 @@ def timed_extract(engine: HuggingFaceEngine, texts: list[str], one_at_a_time: bo
     return {"seconds": seconds, "peak_gib": peak}
 
 
-def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> list[dict[str, Any]]:
+def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> dict[str, Any]:
     """Where one decode step's time goes: per-operator time of a generation of ``steps + 1``
-    tokens minus that of one token (the prefill), divided by ``steps``."""
+    tokens minus that of one token (the prefill), divided by ``steps``; and how much of a
+    step's wall time the GPU spends running kernels."""
     from torch.profiler import ProfilerActivity, profile
 
     prompts = [engine._prompts_for(i, text)[0] for i, text in enumerate(texts)]
@@ -137,28 +138,41 @@ def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> l
     key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     totals: list[dict[str, tuple[int, float]]] = []
+    walls: list[float] = []
+    kernels: list[float] = []
+    settings = engine.settings
     try:
         for new_tokens in (1, steps + 1):
             engine.generation_config = config.__class__(
                 **{**config.to_dict(), "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
             )
+            engine.settings = settings.model_copy(update={"max_new_tokens": new_tokens, "min_new_tokens": new_tokens})
             engine._generate(prompts)  # warm-up at this length
+            started = time.perf_counter()
+            engine._generate(prompts)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            walls.append(time.perf_counter() - started)
             with profile(activities=activities) as prof:
                 engine._generate(prompts)
-            totals.append({e.key: (e.count, getattr(e, key)) for e in prof.key_averages()})
+            averages = prof.key_averages()
+            totals.append({e.key: (e.count, getattr(e, key)) for e in averages})
+            kernels.append(sum(e.self_device_time_total for e in averages if str(e.device_type).endswith("CUDA")))
     finally:
-        engine.generation_config = config
+        engine.generation_config, engine.settings = config, settings
     prefill, full = totals
     per_step = [
         {"op": op, "calls_per_step": (count - prefill.get(op, (0, 0))[0]) / steps,
          "ms_per_step": (micros - prefill.get(op, (0, 0.0))[1]) / steps / 1000}
         for op, (count, micros) in full.items()
     ]
-    return sorted(per_step, key=lambda row: row["ms_per_step"], reverse=True)[:20]
+    return {"wall_ms_per_step": (walls[1] - walls[0]) * 1000 / steps,
+            "kernel_ms_per_step": (kernels[1] - kernels[0]) / 1000 / steps,
+            "top_ops": sorted(per_step, key=lambda row: row["ms_per_step"], reverse=True)[:20]}
 
 
 def run_through_celery(
-    base: Path, adapter: Path, texts: list[str], batch: int, new_tokens: int, tmp: Path, device: str
+    base: Path, adapter: Path, texts: list[str], batch: int, new_tokens: int, tmp: Path, device: str, decode_loop: str
 ) -> dict:
     """The same documents through Redis, a real worker process on the GPU, and SQLite."""
     from sqlalchemy import func, select
@@ -180,6 +194,7 @@ def run_through_celery(
             "base_model": base, "adapter": adapter, "schema_path": demo_schema_path(), "device": device,
             "max_batch_size": batch, "max_batch_tokens": 10**9, "max_input_tokens": 4096,
             "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "task_group_size": batch,
+            "decode_loop": decode_loop,
         }
         settings = load_settings(**values)
         upgrade(settings.database_url)
@@ -224,6 +239,9 @@ def main() -> None:
     parser.add_argument("--origin-docs", type=int, default=4, help="documents for the one-at-a-time baseline")
     parser.add_argument("--batch-sizes", default="512,1024")
     parser.add_argument("--bf16-batch", type=int, default=256)
+    parser.add_argument("--decode-loops", default="static,generate", help="engine decode loops to compare")
+    parser.add_argument("--bf16-loop", default="static", help="decode loop of the bf16 variant")
+    parser.add_argument("--celery-loop", default="static", help="decode loop of the Celery worker")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--profile-steps", type=int, default=8)
@@ -263,27 +281,35 @@ def main() -> None:
             timed_extract(engine, texts[:1], one_at_a_time=True)  # warm-up
             record("origin (one at a time)", precision, 1, args.origin_docs,
                    timed_extract(engine, texts[: args.origin_docs], one_at_a_time=True), engine)
-        for batch in (int(b) for b in args.batch_sizes.split(",")) if "4bit" in variants else ():
-            engine.settings = engine.settings.model_copy(update={"max_batch_size": batch})
-            if args.warm_batches:  # one full-size batch first, as the Celery run gets
-                timed_extract(engine, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
-            record("engine", precision, batch, len(texts), timed_extract(engine, texts, one_at_a_time=False), engine)
+        for loop in args.decode_loops.split(",") if "4bit" in variants else ():
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                engine.settings = engine.settings.model_copy(update={"max_batch_size": batch, "decode_loop": loop})
+                if args.warm_batches:  # one full-size batch first, as the Celery run gets
+                    started = time.perf_counter()
+                    timed_extract(engine, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
+                    report.setdefault("warmup_seconds", {})[f"{loop} {batch}"] = time.perf_counter() - started
+                record(f"engine ({loop})", precision, batch, len(texts),
+                       timed_extract(engine, texts, one_at_a_time=False), engine)
         if "profile" in variants:
             batch = max(int(b) for b in args.batch_sizes.split(","))
             report["decode_profile"] = {"batch": batch, "steps": args.profile_steps,
-                                        "top_ops": profile_decode(engine, texts[:batch], args.profile_steps)}
+                                        "decode_loop": engine.settings.decode_loop,
+                                        **profile_decode(engine, texts[:batch], args.profile_steps)}
         del engine
         free_memory()
         if "bf16" in variants and device != "cpu":
             engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens)
-            timed_extract(engine, texts[:8], one_at_a_time=False)  # warm-up
-            record("engine, LoRA merged", "bf16", args.bf16_batch, len(texts),
+            engine.settings = engine.settings.model_copy(update={"decode_loop": args.bf16_loop})
+            timed_extract(engine, [t + "（预热）" for t in texts[: args.bf16_batch]], one_at_a_time=False)  # warm-up
+            record(f"engine ({args.bf16_loop}), LoRA merged", "bf16", args.bf16_batch, len(texts),
                    timed_extract(engine, texts, one_at_a_time=False), engine)
             del engine
             free_memory()
         if "celery" in variants:
-            standalone = next((r for r in rows if r.get("variant") == "engine" and r["batch"] == args.celery_batch), None)
-            report["celery"] = run_through_celery(base, adapter, texts, args.celery_batch, args.new_tokens, Path(tmp), device)
+            standalone = next((r for r in rows if r.get("variant") == f"engine ({args.celery_loop})"
+                               and r["batch"] == args.celery_batch), None)
+            report["celery"] = run_through_celery(base, adapter, texts, args.celery_batch, args.new_tokens, Path(tmp),
+                                                  device, args.celery_loop)
             if standalone:
                 report["celery"]["ratio_to_engine"] = report["celery"]["docs_per_s"] / standalone["docs_per_s"]
             save(report, args.out)
@@ -336,7 +362,8 @@ def print_table(report: dict[str, Any]) -> None:
               f"{row['gen_tokens_per_s']:>9.0f}{row['ms_per_step']:>9.1f}{row['peak_gib']:>9.1f}{ratio:>9.1f}")
     profile = report.get("decode_profile")
     if profile:
-        print(f"one decode step at batch {profile['batch']}, by operator:")
+        print(f"one decode step at batch {profile['batch']} ({profile['decode_loop']}): "
+              f"{profile['wall_ms_per_step']:.1f} ms wall, {profile['kernel_ms_per_step']:.1f} ms of GPU kernels; by operator:")
         for op in profile["top_ops"][:14]:
             print(f"  {op['ms_per_step']:>8.2f} ms  {op['calls_per_step']:>7.1f} calls  {op['op'][:70]}")
     celery = report.get("celery")

@@ -40,8 +40,13 @@ class Settings(BaseSettings):
         None, gt=0, description="KV-cache tokens (padded prompt + new) per generate() call; default: from the GPU budget."
     )
     gpu_memory_budget_gib: float = Field(20.0, gt=0, description="GPU memory one worker may use.")
-    prefill_chunk_size: int = Field(
-        64, ge=0, description="Prompts prefilled at once inside a larger decode batch (0: all at once)."
+    prefill_chunk_tokens: int = Field(
+        8192, ge=0, description="Prompt tokens prefilled at once inside a larger decode batch (0: all at once); "
+        "bounds the prefill's activation memory."
+    )
+    decode_loop: Literal["auto", "generate", "static"] = Field(
+        "auto", description="static: greedy decoding over a preallocated KV cache written in place (worker/"
+        "static_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
     )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt accepted, in tokens.")
     max_new_tokens: int = Field(512, gt=0, description="Tokens generated per document at most.")

@@ -18,13 +18,15 @@ def test_extract_benchmark_runs_every_variant_on_cpu(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "extract_gpu.py"), "--shape", "tiny", "--docs", "8",
          "--origin-docs", "2", "--batch-sizes", "4,8", "--new-tokens", "8", "--celery-batch", "8",
-         "--profile-steps", "2", "--variants", "origin,4bit,profile,celery", "--out", str(out)],
+         "--profile-steps", "2", "--variants", "origin,4bit,profile,celery", "--decode-loops", "generate,static",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     variants = [(row["variant"], row["batch"]) for row in report["rows"]]
-    assert variants == [("origin (one at a time)", 1), ("engine", 4), ("engine", 8)]
+    assert variants == [("origin (one at a time)", 1), ("engine (generate)", 4), ("engine (generate)", 8),
+                        ("engine (static)", 4), ("engine (static)", 8)]
     assert all(row["docs_per_s"] > 0 and row["gen_tokens_per_s"] > 0 for row in report["rows"])
     assert report["decode_profile"]["top_ops"]
     # random weights answer noise: every document must still end, failed with its reason

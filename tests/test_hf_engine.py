@@ -150,17 +150,59 @@ def test_missing_model_folder_names_the_variable(tmp_path: Path) -> None:
         make_engine(tmp_path / "nowhere")
 
 
-def test_chunked_prefill_gives_the_same_answers(demo_model) -> None:
+@pytest.mark.parametrize("loop", ["generate", "static"])
+def test_chunked_prefill_gives_the_same_answers(demo_model, loop: str) -> None:
     texts = [text for text, _ in EXAMPLES]
-    whole = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_size=0).extract(texts)
-    chunked_engine = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_size=5)
+    whole = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_tokens=0, decode_loop=loop).extract(texts)
+    chunked_engine = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_tokens=1, decode_loop=loop)
     calls = []
-    original = chunked_engine._prefill_in_chunks
-    chunked_engine._prefill_in_chunks = lambda *a: calls.append(a[2]) or original(*a)  # type: ignore[method-assign]
+    if loop == "generate":
+        original = chunked_engine._prefill_in_chunks
+        chunked_engine._prefill_in_chunks = lambda *a: calls.append(a[2]) or original(*a)  # type: ignore[method-assign]
+    else:
+        decoder = chunked_engine.decoder
+        original = decoder._prefill
+        decoder._prefill = lambda *a: calls.append(a[4]) or original(*a)  # type: ignore[method-assign]
     chunked = chunked_engine.extract(texts)
-    assert calls == [5]
+    assert calls == [1]  # one prompt at a time
     assert [r.raw for r in chunked] == [r.raw for r in whole]
     assert [r.triplets for r in chunked] == [gold for _, gold in EXAMPLES]
+
+
+def test_static_cache_decoding_answers_exactly_as_generate(demo_model) -> None:
+    texts = [text for text, _ in EXAMPLES]  # different lengths: left padding; answers end early
+    generated = make_engine(demo_model[0], max_batch_size=5, decode_loop="generate").extract(texts)
+    static_engine = make_engine(demo_model[0], max_batch_size=5, decode_loop="static")
+    static = static_engine.extract(texts)
+    assert [r.raw for r in static] == [r.raw for r in generated]
+    assert [r.triplets for r in static] == [gold for _, gold in EXAMPLES]
+    # a batch of the same shape reuses the cache 
+    batch = static_engine._batches([p for i, t in enumerate(texts) for p in static_engine._prompts_for(i, t)])[0]
+    static_engine._generate(batch)
+    cache = static_engine.decoder._cache
+    again = static_engine._generate(batch)
+    assert static_engine.decoder._cache is cache
+    assert [output.raw for _, output in again] == [static[prompt.doc].raw for prompt in batch]
+
+
+def test_static_decoding_of_a_4bit_lora_model_matches_generate(demo_model, tmp_path: Path) -> None:
+    """The path GPU workers run (4-bit NF4 + LoRA over the in-place cache), on the CPU."""
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(demo_model[0], local_files_only=True)
+    torch.manual_seed(0)
+    get_peft_model(base, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                    init_lora_weights="gaussian")).save_pretrained(tmp_path / "lora")
+    texts = [text for text, _ in EXAMPLES[:6]]
+    common = {"adapter": tmp_path / "lora", "precision": "4bit", "max_batch_size": 3, "max_new_tokens": 24,
+              "min_new_tokens": 24}
+    generated = make_engine(demo_model[0], decode_loop="generate", **common).extract(texts)
+    static_engine = make_engine(demo_model[0], decode_loop="static", **common)
+    static = static_engine.extract(texts)
+    assert [r.raw for r in static] == [r.raw for r in generated]
+    assert all(len(static_engine.tokenizer(r.raw)["input_ids"]) >= 20 for r in static)  # min_new_tokens held
 
 
 def test_kv_budget_of_a_chatglm3_shape_fits_the_measured_batch() -> None:

@@ -18,6 +18,7 @@ from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
 from models.windows import Window, make_windows
 from worker import attention
+from worker.static_decode import StaticDecoder
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class HuggingFaceEngine:
         self.settings = settings
         self.device = next(model.parameters()).device
         self.batch_tokens = batch_token_limit(model, settings)
+        self._decoder: StaticDecoder | None = None
         self.generation_config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
             min_new_tokens=settings.min_new_tokens or None,
@@ -308,21 +310,38 @@ class HuggingFaceEngine:
             merged.update(keys, values, index)
         return merged
 
+    @property
+    def decoder(self) -> StaticDecoder | None:
+        """The in-place-cache decoder, or None where transformers' generate() runs."""
+        if self.settings.decode_loop == "generate" or self.settings.trust_remote_code:
+            return None
+        if self._decoder is None or self._decoder.model is not self.model:  # built again after an adapter swap
+            self._decoder = StaticDecoder(self.model)
+        return self._decoder
+
     @torch.inference_mode()
     def _generate(self, batch: list[_Prompt]) -> list[tuple[_Prompt, WindowOutput]]:
         padded = self.tokenizer.pad({"input_ids": [p.ids for p in batch]}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         attention_mask = padded["attention_mask"].to(self.device)
-        chunk = self.settings.prefill_chunk_size
-        extra: dict[str, Any] = {}
-        if chunk and len(batch) > chunk and input_ids.shape[1] > 1 and not self.settings.trust_remote_code:
-            extra["past_key_values"] = self._prefill_in_chunks(input_ids, attention_mask, chunk)
-        output = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config, **extra
-        )
-        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        budget = self.settings.prefill_chunk_tokens
+        chunk = max(1, budget // input_ids.shape[1]) if budget else 0
         eos = self.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
+        if self.decoder is not None:
+            new_tokens = self.decoder.generate(
+                input_ids, attention_mask, max_new_tokens=self.settings.max_new_tokens,
+                min_new_tokens=self.settings.min_new_tokens, eos_ids=sorted(eos_ids),
+                pad_id=self.generation_config.pad_token_id, prefill_chunk=chunk,
+            ).tolist()
+        else:
+            extra: dict[str, Any] = {}
+            if chunk and len(batch) > chunk and input_ids.shape[1] > 1 and not self.settings.trust_remote_code:
+                extra["past_key_values"] = self._prefill_in_chunks(input_ids, attention_mask, chunk)
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=self.generation_config, **extra
+            )
+            new_tokens = output[:, input_ids.shape[1] :].tolist()
         results = []
         for prompt, tokens in zip(batch, new_tokens):
             truncated = len(tokens) >= self.settings.max_new_tokens and not eos_ids.intersection(tokens)

@@ -9,11 +9,12 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import registry, store
 from models.errors import PermanentError, StoreUnavailableError
+from models.extraction import Extraction
 from models.settings import Settings
 from worker.engine import ExtractionEngine
 
@@ -67,28 +68,45 @@ def process_documents(
                 for doc in claimed:
                     store.record_failure(session, document_id=doc.id, reason=str(exc))
             return GroupReport(len(claimed), 0, len(claimed), 0)
-        done = failed = triplets = 0
-        for doc, extraction in zip(claimed, extractions, strict=True):
+        outcomes = list(zip(claimed, extractions, strict=True))
+        try:  # one transaction for the group: a commit per document costs more than a GPU batch's tail
             with sessions.begin() as session:
-                if extraction.ok:
-                    triplets += store.record_triplets(
-                        session,
-                        document_id=doc.id,
-                        text=doc.text,
-                        triplets=extraction.triplets,
-                        model=engine.model_id,
-                        adapter=engine.adapter_id,
-                        prompt_version=engine.prompt_version,
-                        spans=extraction.spans,
-                        rejected=[rejection.as_dict() for rejection in extraction.rejected],
-                        note=extraction.note,
-                    )
-                    done += 1
-                else:
-                    store.record_failure(
-                        session, document_id=doc.id, reason=extraction.error or "", raw_output=extraction.raw
-                    )
-                    failed += 1
+                counts = [_record(session, doc, extraction, engine) for doc, extraction in outcomes]
+        except OperationalError:
+            raise
+        except SQLAlchemyError as exc:
+            # A result the store refuses (say a NUL byte on PostgreSQL) must not sink the others.
+            log.warning("storing %d results together failed (%s); storing them one by one", len(outcomes), exc)
+            counts = [_record_alone(sessions, doc, extraction, engine) for doc, extraction in outcomes]
+        done, failed, triplets = (sum(column) for column in zip(*counts))
         return GroupReport(len(claimed), done, failed, triplets)
     except OperationalError as exc:
         raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
+
+
+def _record(session: Session, doc: store.ClaimedDocument, extraction: Extraction,
+            engine: ExtractionEngine) -> tuple[int, int, int]:
+    """Store one document's outcome: (done, failed, triplets stored)."""
+    if not extraction.ok:
+        store.record_failure(session, document_id=doc.id, reason=extraction.error or "", raw_output=extraction.raw)
+        return 0, 1, 0
+    stored = store.record_triplets(
+        session, document_id=doc.id, text=doc.text, triplets=extraction.triplets, model=engine.model_id,
+        adapter=engine.adapter_id, prompt_version=engine.prompt_version, spans=extraction.spans,
+        rejected=[rejection.as_dict() for rejection in extraction.rejected], note=extraction.note,
+    )
+    return 1, 0, stored
+
+
+def _record_alone(sessions: sessionmaker[Session], doc: store.ClaimedDocument, extraction: Extraction,
+                  engine: ExtractionEngine) -> tuple[int, int, int]:
+    try:
+        with sessions.begin() as session:
+            return _record(session, doc, extraction, engine)
+    except OperationalError:
+        raise
+    except SQLAlchemyError as exc:
+        reason = f"the store refused the result: {getattr(exc, 'orig', None) or exc}"
+        with sessions.begin() as session:
+            store.record_failure(session, document_id=doc.id, reason=reason[:2000])
+        return 0, 1, 0
