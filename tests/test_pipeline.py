@@ -92,3 +92,17 @@ def test_only_grounded_schema_triplets_are_stored(sessions: sessionmaker[Session
         ("张艺谋", "object '张艺谋' not in the text"),
         ("张玲", "predicate '拍摄于' not in schema duie2"),
     ]
+
+
+def test_a_result_the_store_refuses_fails_that_document_alone(sessions: sessionmaker[Session]) -> None:
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite stores NUL bytes; PostgreSQL refuses them")
+    ids = _submit(sessions, TEXT, "坏")
+    answers = {TEXT: GOOD, "坏": "no JSON here \x00"}  # a failure whose raw output PostgreSQL cannot hold
+    report = process_documents(ids, engine=ScriptedEngine(answers.__getitem__), sessions=sessions, max_attempts=3)
+    assert report.as_dict() == {"claimed": 2, "done": 1, "failed": 1, "triplets": 1}
+    with sessions() as session:
+        docs = {d.text: d for d in session.scalars(select(Document))}
+    assert docs[TEXT].status == Status.done
+    assert docs["坏"].status == Status.failed
+    assert docs["坏"].error.startswith("the store refused the result: ") and "NUL" in docs["坏"].error
