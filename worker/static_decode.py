@@ -11,13 +11,11 @@ prefilled chunk by chunk straight into the cache. Measured on an H200 (bench/ext
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-log = logging.getLogger(__name__)
 # Host syncs (to stop once every row has ended) only every this many steps.
 FINISHED_CHECK_EVERY = 8
 # Cache lengths are rounded up to this, so batches of nearby lengths share one cache.
