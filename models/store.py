@@ -114,65 +114,93 @@ def claim_documents(
     return claimed
 
 
-def record_triplets(
-    session: Session,
-    *,
-    document_id: int,
-    text: str,
-    triplets: Sequence[Triplet],
-    model: str,
-    adapter: str,
-    prompt_version: str,
-    spans: Sequence[tuple[Span | None, Span | None]] | None = None,
-    rejected: Sequence[dict[str, str]] = (),
-    note: str | None = None,
-) -> int:
-    """Replace this extractor's triplets of a document and mark it done. Returns the count stored.
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What extraction made of one document: triplets (done), or an error (failed)."""
 
-    ``spans`` gives each triplet's subject and object offsets where the engine knows them
-    (long documents are read in windows); otherwise the first occurrence in ``text`` is used.
-    ``note`` keeps a warning on a document that is done, e.g. a window that failed.
+    document_id: int
+    text: str
+    triplets: Sequence[Triplet] = ()
+    # each triplet's subject and object offsets where the engine knows them (windows);
+    # otherwise the first occurrence in ``text`` is used
+    spans: Sequence[tuple[Span | None, Span | None]] | None = None
+    rejected: Sequence[dict[str, str]] = ()
+    note: str | None = None  # a warning on a document that is done, e.g. a window that failed
+    error: str | None = None
+    raw_output: str | None = None
+
+
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str, adapter: str,
+                    prompt_version: str) -> int:
+    """Replace this extractor's triplets of each document, mark each done or failed; the count stored.
+
+    A handful of statements for the whole group, whatever its size: a statement per document
+    costs a worker more than the tail of a GPU batch.
     """
-    # Locking the document first serialises two deliveries of it, so the later one replaces
-    # the earlier one's rows instead of interleaving with them.
-    session.execute(select(Document.id).where(Document.id == document_id).with_for_update())
-    session.execute(
-        delete(TripletRow).where(
-            TripletRow.document_id == document_id,
-            TripletRow.model == model,
-            TripletRow.adapter == adapter,
-            TripletRow.prompt_version == prompt_version,
+    if not outcomes:
+        return 0
+    ids = sorted(outcome.document_id for outcome in outcomes)
+    # Locking the documents (in id order, so two workers cannot deadlock) serialises two
+    # deliveries of one document: the later replaces the earlier's rows instead of interleaving.
+    session.execute(select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update())
+    done = [outcome for outcome in outcomes if outcome.error is None]
+    if done:
+        session.execute(
+            delete(TripletRow).where(
+                TripletRow.document_id.in_([outcome.document_id for outcome in done]),
+                TripletRow.model == model,
+                TripletRow.adapter == adapter,
+                TripletRow.prompt_version == prompt_version,
+            )
         )
-    )
+    rows = [row for outcome in done for row in _triplet_rows(outcome, model, adapter, prompt_version)]
+    if rows:
+        session.execute(insert(TripletRow), rows)
+    now = utcnow()
+    session.execute(update(Document), [
+        {"id": outcome.document_id, "finished_at": now, "status": Status.done, "error": outcome.note,
+         "raw_output": None, "rejected": list(outcome.rejected) or None}
+        if outcome.error is None else
+        {"id": outcome.document_id, "finished_at": now, "status": Status.failed, "error": outcome.error,
+         "raw_output": outcome.raw_output, "rejected": None}
+        for outcome in outcomes
+    ])
+    return len(rows)
+
+
+def record_triplets(session: Session, *, document_id: int, text: str, triplets: Sequence[Triplet], model: str,
+                    adapter: str, prompt_version: str, spans: Sequence[tuple[Span | None, Span | None]] | None = None,
+                    rejected: Sequence[dict[str, str]] = (), note: str | None = None) -> int:
+    """One document's :func:`record_outcomes`: replace its triplets, mark it done; the count stored."""
+    outcome = Outcome(document_id, text, triplets, spans, rejected, note)
+    return record_outcomes(session, [outcome], model=model, adapter=adapter, prompt_version=prompt_version)
+
+
+def _triplet_rows(outcome: Outcome, model: str, adapter: str, prompt_version: str) -> list[dict]:
     rows = []
     seen: set[str] = set()
-    for index, triplet in enumerate(triplets):
+    for index, triplet in enumerate(outcome.triplets):
         fingerprint = _fingerprint(triplet, model, adapter, prompt_version)
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
-        if spans is not None:
-            subject_span, object_span = spans[index]
+        if outcome.spans is not None:
+            subject_span, object_span = outcome.spans[index]
         else:
-            subject_span, object_span = locate(text, triplet.subject), locate(text, triplet.object)
-        rows.append(
-            {
-                **triplet.as_dict(),
-                "document_id": document_id,
-                "subject_start": subject_span.start if subject_span else None,
-                "subject_end": subject_span.end if subject_span else None,
-                "object_start": object_span.start if object_span else None,
-                "object_end": object_span.end if object_span else None,
-                "model": model,
-                "adapter": adapter,
-                "prompt_version": prompt_version,
-                "fingerprint": fingerprint,
-            }
-        )
-    if rows:
-        session.execute(insert(TripletRow), rows)
-    _finish(session, [document_id], Status.done, error=note, rejected=list(rejected) or None)
-    return len(rows)
+            subject_span, object_span = locate(outcome.text, triplet.subject), locate(outcome.text, triplet.object)
+        rows.append({
+            **triplet.as_dict(),
+            "document_id": outcome.document_id,
+            "subject_start": subject_span.start if subject_span else None,
+            "subject_end": subject_span.end if subject_span else None,
+            "object_start": object_span.start if object_span else None,
+            "object_end": object_span.end if object_span else None,
+            "model": model,
+            "adapter": adapter,
+            "prompt_version": prompt_version,
+            "fingerprint": fingerprint,
+        })
+    return rows
 
 
 def record_failure(session: Session, *, document_id: int, reason: str, raw_output: str | None = None) -> None:

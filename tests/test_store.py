@@ -126,3 +126,27 @@ def test_query_filters_exact_and_like(sessions: sessionmaker[Session]) -> None:
         assert len(store.query_triplets(session, job_id=job_id, limit=1)) == 1
         assert store.query_triplets(session, job_id=job_id + 1) == []
         assert session.scalar(select(func.count()).select_from(TripletRow)) == 2
+
+
+def test_a_group_of_outcomes_is_recorded_together_and_again_without_copies(sessions: sessionmaker[Session]) -> None:
+    _, ids = _job_with(sessions, TEXT, "乱码", "空")
+    rejected = [{"subject": "某人", "predicate": "导演", "object": "张玲", "reason": "subject not in the text"}]
+    outcomes = [
+        store.Outcome(ids[0], TEXT, [DIRECTOR, ACTOR, DIRECTOR], rejected=rejected, note="window 2 failed"),
+        store.Outcome(ids[1], "乱码", error="unparseable output: no JSON list in output", raw_output="抱歉"),
+        store.Outcome(ids[2], "空"),
+    ]
+    for _ in range(2):  # a redelivered group replaces its rows
+        with sessions.begin() as session:
+            assert store.record_outcomes(session, outcomes, **EXTRACTOR) == 2
+    with sessions() as session:
+        docs = {d.id: d for d in session.scalars(select(Document))}
+        rows = session.scalars(select(TripletRow).order_by(TripletRow.id)).all()
+    assert [(d.status, d.error, d.raw_output, d.rejected) for d in (docs[i] for i in ids)] == [
+        (Status.done, "window 2 failed", None, rejected),
+        (Status.failed, "unparseable output: no JSON list in output", "抱歉", None),
+        (Status.done, None, None, None),
+    ]
+    assert all(docs[i].finished_at is not None for i in ids)
+    assert [(r.document_id, r.predicate, r.object, r.subject_start, r.object_start) for r in rows] == [
+        (ids[0], "导演", "张玲", 1, TEXT.index("张玲")), (ids[0], "主演", "林在培", 1, TEXT.index("林在培"))]

@@ -68,45 +68,41 @@ def process_documents(
                 for doc in claimed:
                     store.record_failure(session, document_id=doc.id, reason=str(exc))
             return GroupReport(len(claimed), 0, len(claimed), 0)
-        outcomes = list(zip(claimed, extractions, strict=True))
-        try:  # one transaction for the group: a commit per document costs more than a GPU batch's tail
+        outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
+        extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version}
+        try:
             with sessions.begin() as session:
-                counts = [_record(session, doc, extraction, engine) for doc, extraction in outcomes]
+                triplets = store.record_outcomes(session, outcomes, **extractor)
         except OperationalError:
             raise
         except SQLAlchemyError as exc:
             # A result the store refuses (say a NUL byte on PostgreSQL) must not sink the others.
             log.warning("storing %d results together failed (%s); storing them one by one", len(outcomes), exc)
-            counts = [_record_alone(sessions, doc, extraction, engine) for doc, extraction in outcomes]
-        done, failed, triplets = (sum(column) for column in zip(*counts))
-        return GroupReport(len(claimed), done, failed, triplets)
+            stored = [_record_alone(sessions, outcome, extractor) for outcome in outcomes]
+            outcomes, triplets = [outcome for outcome, _ in stored], sum(count for _, count in stored)
+        failed = sum(outcome.error is not None for outcome in outcomes)
+        return GroupReport(len(claimed), len(outcomes) - failed, failed, triplets)
     except OperationalError as exc:
         raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
 
 
-def _record(session: Session, doc: store.ClaimedDocument, extraction: Extraction,
-            engine: ExtractionEngine) -> tuple[int, int, int]:
-    """Store one document's outcome: (done, failed, triplets stored)."""
+def _outcome(doc: store.ClaimedDocument, extraction: Extraction) -> store.Outcome:
     if not extraction.ok:
-        store.record_failure(session, document_id=doc.id, reason=extraction.error or "", raw_output=extraction.raw)
-        return 0, 1, 0
-    stored = store.record_triplets(
-        session, document_id=doc.id, text=doc.text, triplets=extraction.triplets, model=engine.model_id,
-        adapter=engine.adapter_id, prompt_version=engine.prompt_version, spans=extraction.spans,
-        rejected=[rejection.as_dict() for rejection in extraction.rejected], note=extraction.note,
-    )
-    return 1, 0, stored
+        return store.Outcome(doc.id, doc.text, error=extraction.error or "", raw_output=extraction.raw)
+    return store.Outcome(doc.id, doc.text, extraction.triplets, extraction.spans,
+                         [rejection.as_dict() for rejection in extraction.rejected], extraction.note)
 
 
-def _record_alone(sessions: sessionmaker[Session], doc: store.ClaimedDocument, extraction: Extraction,
-                  engine: ExtractionEngine) -> tuple[int, int, int]:
+def _record_alone(sessions: sessionmaker[Session], outcome: store.Outcome,
+                  extractor: dict[str, str]) -> tuple[store.Outcome, int]:
+    """Store one outcome in its own transaction (one the store refuses becomes a failure): what was stored."""
     try:
         with sessions.begin() as session:
-            return _record(session, doc, extraction, engine)
+            return outcome, store.record_outcomes(session, [outcome], **extractor)
     except OperationalError:
         raise
     except SQLAlchemyError as exc:
-        reason = f"the store refused the result: {getattr(exc, 'orig', None) or exc}"
+        reason = f"the store refused the result: {getattr(exc, 'orig', None) or exc}"[:2000]
         with sessions.begin() as session:
-            store.record_failure(session, document_id=doc.id, reason=reason[:2000])
-        return 0, 1, 0
+            store.record_failure(session, document_id=outcome.document_id, reason=reason)
+        return store.Outcome(outcome.document_id, outcome.text, error=reason), 0
