@@ -18,7 +18,7 @@ from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
 from models.windows import Window, make_windows
 from worker import attention
-from worker.static_decode import StaticDecoder
+from worker.static_decode import StaticDecoder, kv_shape, prompt_positions
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,8 @@ GPU_HEADROOM_GIB = 1.0
 
 def kv_token_budget(config: Any, weight_bytes: int, budget_gib: float) -> int:
     """How many cached tokens (all sequences of a batch together) fit the GPU budget."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_bytes_per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * 2  # keys + values, bf16
+    layers, kv_heads, head_dim = kv_shape(config)
+    kv_bytes_per_token = 2 * layers * kv_heads * head_dim * 2  # keys + values, bf16
     free = (budget_gib - GPU_HEADROOM_GIB) * 2**30 - weight_bytes
     if free <= 0:
         raise ConfigError(
@@ -286,8 +284,7 @@ class HuggingFaceEngine:
         """
         from transformers import DynamicCache
 
-        positions = attention_mask.long().cumsum(-1) - 1
-        positions.masked_fill_(attention_mask == 0, 1)
+        positions = prompt_positions(attention_mask)
         chunks = []
         for start in range(0, input_ids.shape[0], chunk):
             rows = slice(start, start + chunk)

@@ -13,7 +13,6 @@ That order is measured (bench/train_gpu.py, H200, 6B GLM, 518-token samples, 8 p
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -23,8 +22,6 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from models.errors import ModelError
-
-log = logging.getLogger(__name__)
 
 # Allocated bytes stay this far under the budget: the caching allocator reserves more than it hands out.
 ALLOCATOR_SLACK = 0.92

@@ -51,11 +51,18 @@ class SlotCache:
         self.values[layer_idx][rows, :, : values.shape[2]] = values
 
 
-def _kv_shape(config: Any) -> tuple[int, int, int]:
+def kv_shape(config: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head dimension) of a causal LM's config."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return config.num_hidden_layers, kv_heads, head_dim
+
+
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: each prompt's first real token is 0 (padding: 1)."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill_(attention_mask == 0, 1)
 
 
 class StaticDecoder:
@@ -73,8 +80,7 @@ class StaticDecoder:
         batch, width = input_ids.shape
         device = input_ids.device
         length = -(-(width + max_new_tokens - 1) // LENGTH_BUCKET) * LENGTH_BUCKET
-        positions = attention_mask.long().cumsum(-1) - 1
-        positions.masked_fill_(attention_mask == 0, 1)
+        positions = prompt_positions(attention_mask)
         cache = self._prefill(input_ids, attention_mask, positions, length, prefill_chunk)
         # 4-D boolean mask over cache slots: a prompt's real tokens, then each new slot as it is written
         visible = torch.zeros(batch, 1, 1, length, dtype=torch.bool, device=device)
@@ -108,7 +114,7 @@ class StaticDecoder:
         if cache is None or cache.keys[0].shape[0] != batch or cache.keys[0].shape[2] != length or \
                 cache.keys[0].dtype != dtype:
             self._cache = cache = None  # the old cache goes before the new one is allocated
-            layers, kv_heads, head_dim = _kv_shape(self.model.config)
+            layers, kv_heads, head_dim = kv_shape(self.model.config)
             cache = self._cache = SlotCache(layers, batch, kv_heads, length, head_dim, dtype, device)
         return cache
 
