@@ -45,6 +45,15 @@ class ModelError(PermanentError):
     """The model or adapter cannot be loaded or run."""
 
 
+class WorkerFault(TripletsError):
+    """The worker, not the work, is broken (its model, device or adapter): the work goes back
+    to the queue uncharged and the worker stops, so a healthy one takes it."""
+
+
+class MalformedMessageError(PermanentError):
+    """A queue message that no task of this project could have sent; it is logged and dropped."""
+
+
 class DocumentTooLongError(PermanentError):
     """A document does not fit the model's input budget."""
 

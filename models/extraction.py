@@ -17,8 +17,8 @@ class Extraction:
     """Triplets, or the reason there are none, and the raw output.
 
     ``spans`` (parallel to ``triplets``) are subject/object offsets in the document;
-    ``rejected`` are triplets that failed the schema or grounding checks; ``note`` is a
-    warning on a document that still succeeded (a window that failed).
+    ``rejected`` are triplets that failed the schema or grounding checks; ``warning`` says
+    what a document that still succeeded is missing (a window that failed or was cut short).
     """
 
     raw: str
@@ -26,7 +26,7 @@ class Extraction:
     error: str | None = None
     spans: list[tuple[Span | None, Span | None]] | None = None
     rejected: list[Rejection] = field(default_factory=list)
-    note: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +74,7 @@ def assemble(outputs: Sequence[WindowOutput], schema: PredicateSchema, *, max_ne
     raw = outputs[0].raw if len(outputs) == 1 else "\n".join(f"[window {i + 1}] {o.raw}" for i, o in enumerate(outputs))
     if len(failures) == len(outputs):
         return Extraction(raw=raw, error="; ".join(failures), rejected=rejected)
-    return Extraction(raw=raw, triplets=triplets, spans=spans, rejected=rejected, note="; ".join(failures) or None)
+    return Extraction(raw=raw, triplets=triplets, spans=spans, rejected=rejected, warning="; ".join(failures) or None)
 
 
 def _shift(span: Span | None, offset: int) -> Span | None:

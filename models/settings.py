@@ -21,7 +21,8 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 class Settings(BaseSettings):
     """Every knob of the system; each field is ``TRIPLETS_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # An empty variable (compose's `${ADAPTER:-}`) means unset, not an empty path.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
 
     broker_url: str = Field(DEFAULT_BROKER_URL, description="Celery broker (Redis) URL.")
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the triplet store.")
@@ -35,9 +36,10 @@ class Settings(BaseSettings):
         "auto", description="auto = 4-bit NF4 on CUDA, float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")
-    max_batch_size: int = Field(1024, gt=0, description="Documents per generate() call.")
+    max_batch_size: int = Field(1024, gt=0, description="Documents (or windows) decoded together.")
     max_batch_tokens: int | None = Field(
-        None, gt=0, description="KV-cache tokens (padded prompt + new) per generate() call; default: from the GPU budget."
+        None, gt=0, description="KV-cache tokens (padded prompt + new) per decode batch; default: from the GPU "
+        "budget on CUDA, 65536 on the CPU."
     )
     gpu_memory_budget_gib: float = Field(20.0, gt=0, description="GPU memory one worker may use.")
     prefill_chunk_tokens: int = Field(
@@ -48,17 +50,42 @@ class Settings(BaseSettings):
         "auto", description="static: greedy decoding over a preallocated KV cache written in place (worker/"
         "static_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
     )
-    max_input_tokens: int = Field(2048, gt=0, description="Longest prompt accepted, in tokens.")
+    max_input_tokens: int = Field(2048, gt=0, description="Longest prompt; longer documents are read in windows.")
+    max_document_tokens: int = Field(
+        262_144, gt=0, description="A longer document fails alone (with this reason) instead of filling a batch."
+    )
+    max_document_chars: int = Field(
+        1_000_000, gt=0, description="`submit` skips (and names) a longer record; the rest of the corpus goes in."
+    )
     max_new_tokens: int = Field(512, gt=0, description="Tokens generated per document at most.")
     min_new_tokens: int = Field(0, ge=0, description="Tokens generated at least (benchmarks force full answers).")
     task_group_size: int = Field(
         1024, gt=0, description="Document ids per queue message; match max_batch_size to keep a GPU fed."
     )
-    max_attempts: int = Field(3, gt=0, description="Deliveries of one document before it is failed.")
+    max_attempts: int = Field(
+        3, gt=0, description="Times a document may kill its worker while extracted alone, and deliveries of a "
+        "training job, before it is failed."
+    )
     prompt_version: str = Field("v1", description="Prompt template version (models/prompt.py).")
     schema_path: Path | None = Field(None, description="Predicate schema JSON; DuIE 2.0 when unset.")
     visibility_timeout: int = Field(
-        3600, gt=0, description="Seconds before an unacknowledged message is redelivered."
+        3600, gt=0, description="Seconds before an unacknowledged message is redelivered (a backstop: work of a "
+        "dead worker is taken over by lease, and a redelivery of work held by a live worker is skipped)."
+    )
+    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker proves it is alive.")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="A worker silent this long is dead: its documents and training job are taken over."
+    )
+    sweep_seconds: float = Field(
+        15.0, gt=0, description="How often workers look for the work of dead workers and for lost messages."
+    )
+    stall_seconds: float = Field(
+        900.0, gt=0, description="A worker whose engine or trainer makes no progress this long exits (a hung GPU); "
+        "its work is taken over. Kept below the visibility timeout."
+    )
+    store_retry_seconds: float = Field(
+        3600.0, gt=0, description="How long a worker waits for an unreachable database before it gives its "
+        "message back and exits."
     )
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -87,8 +114,18 @@ class Settings(BaseSettings):
     @field_validator("flower_basic_auth")
     @classmethod
     def _check_auth(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and ":" not in value.get_secret_value():
-            raise ValueError("expected user:password")
+        if value is not None:
+            user, _, password = value.get_secret_value().partition(":")
+            if not user or not password:
+                raise ValueError("expected user:password, both non-empty")
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _check_lease(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
+        heartbeat = info.data.get("heartbeat_seconds")
+        if heartbeat is not None and value < 2 * heartbeat:
+            raise ValueError(f"must be at least twice TRIPLETS_HEARTBEAT_SECONDS ({heartbeat})")
         return value
 
     @field_validator("schema_path", "base_model", "adapter", "adapter_registry")

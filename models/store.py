@@ -26,19 +26,13 @@ class NewDocument:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedDocument:
-    id: int
-    text: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
 class JobProgress:
     job_id: int
     name: str
     counts: dict[str, int]
     docs_per_second: float | None
     eta_seconds: float | None
+    warnings: int = 0  # done documents missing something (a failed window, a truncated answer)
 
     @property
     def total(self) -> int:
@@ -58,6 +52,14 @@ def create_job(session: Session, *, name: str) -> Job:
     session.add(job)
     session.flush()
     return job
+
+
+def interrupted_job(session: Session, *, name: str) -> Job | None:
+    """The newest job of this name whose submit never finished, unless cancelled."""
+    return session.scalars(
+        select(Job).where(Job.name == name, Job.submitted_at.is_(None), Job.cancelled_at.is_(None))
+        .order_by(Job.id.desc()).limit(1)
+    ).first()
 
 
 def mark_job_submitted(session: Session, *, job_id: int) -> None:
@@ -82,38 +84,6 @@ def add_documents(session: Session, *, job_id: int, documents: Sequence[NewDocum
     return list(session.scalars(statement, rows))
 
 
-def claim_documents(
-    session: Session, *, document_ids: Sequence[int], max_attempts: int
-) -> list[ClaimedDocument]:
-    """Mark unfinished documents running and count the attempt.
-
-    A document already done or failed is skipped (a redelivered message repeats no work);
-    one that has used up its attempts is failed with that reason instead of run again.
-    """
-    rows = session.execute(
-        select(Document.id, Document.text, Document.attempts)
-        .where(Document.id.in_(document_ids), Document.status.not_in(FINISHED))
-        .order_by(Document.id)
-        .with_for_update()
-    ).all()
-    exhausted = [row.id for row in rows if row.attempts >= max_attempts]
-    if exhausted:
-        _finish(
-            session,
-            exhausted,
-            Status.failed,
-            error=f"gave up after {max_attempts} attempts (worker lost or retries exhausted)",
-        )
-    claimed = [ClaimedDocument(row.id, row.text, row.attempts + 1) for row in rows if row.attempts < max_attempts]
-    if claimed:
-        session.execute(
-            update(Document)
-            .where(Document.id.in_([doc.id for doc in claimed]))
-            .values(status=Status.running, attempts=Document.attempts + 1, started_at=utcnow())
-        )
-    return claimed
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What extraction made of one document: triplets (done), or an error (failed)."""
@@ -125,24 +95,39 @@ class Outcome:
     # otherwise the first occurrence in ``text`` is used
     spans: Sequence[tuple[Span | None, Span | None]] | None = None
     rejected: Sequence[dict[str, str]] = ()
-    note: str | None = None  # a warning on a document that is done, e.g. a window that failed
+    warning: str | None = None  # what a done document is missing, e.g. a window that failed
     error: str | None = None
     raw_output: str | None = None
 
 
-def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str, adapter: str,
-                    prompt_version: str) -> int:
-    """Replace this extractor's triplets of each document, mark each done or failed; the count stored.
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    triplets: int  # triplet rows written
+    fenced: tuple[int, ...] = ()  # documents no longer held by the writer: their outcomes were dropped
 
+
+def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str, adapter: str,
+                    prompt_version: str, owner: str | None = None) -> Recorded:
+    """Replace this extractor's triplets of each document, mark each done or failed.
+
+    With ``owner``, only documents that worker still holds (running, owned by it) are written:
+    a worker presumed dead whose work was taken over cannot overwrite its successor's.
     A handful of statements for the whole group, whatever its size: a statement per document
     costs a worker more than the tail of a GPU batch.
     """
     if not outcomes:
-        return 0
+        return Recorded(0)
     ids = sorted(outcome.document_id for outcome in outcomes)
     # Locking the documents (in id order, so two workers cannot deadlock) serialises two
     # deliveries of one document: the later replaces the earlier's rows instead of interleaving.
-    session.execute(select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update())
+    lock = select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update()
+    if owner is not None:
+        lock = lock.where(Document.owner == owner, Document.status == Status.running)
+    held = set(session.scalars(lock))
+    fenced = tuple(i for i in ids if i not in held)
+    outcomes = [outcome for outcome in outcomes if outcome.document_id in held]
+    if not outcomes:
+        return Recorded(0, fenced)
     done = [outcome for outcome in outcomes if outcome.error is None]
     if done:
         session.execute(
@@ -158,22 +143,14 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
         session.execute(insert(TripletRow), rows)
     now = utcnow()
     session.execute(update(Document), [
-        {"id": outcome.document_id, "finished_at": now, "status": Status.done, "error": outcome.note,
-         "raw_output": None, "rejected": list(outcome.rejected) or None}
+        {"id": outcome.document_id, "finished_at": now, "status": Status.done, "error": None,
+         "warning": outcome.warning, "raw_output": None, "rejected": list(outcome.rejected) or None}
         if outcome.error is None else
         {"id": outcome.document_id, "finished_at": now, "status": Status.failed, "error": outcome.error,
-         "raw_output": outcome.raw_output, "rejected": None}
+         "warning": None, "raw_output": outcome.raw_output, "rejected": None}
         for outcome in outcomes
     ])
-    return len(rows)
-
-
-def record_triplets(session: Session, *, document_id: int, text: str, triplets: Sequence[Triplet], model: str,
-                    adapter: str, prompt_version: str, spans: Sequence[tuple[Span | None, Span | None]] | None = None,
-                    rejected: Sequence[dict[str, str]] = (), note: str | None = None) -> int:
-    """One document's :func:`record_outcomes`: replace its triplets, mark it done; the count stored."""
-    outcome = Outcome(document_id, text, triplets, spans, rejected, note)
-    return record_outcomes(session, [outcome], model=model, adapter=adapter, prompt_version=prompt_version)
+    return Recorded(len(rows), fenced)
 
 
 def _triplet_rows(outcome: Outcome, model: str, adapter: str, prompt_version: str) -> list[dict]:
@@ -207,12 +184,6 @@ def record_failure(session: Session, *, document_id: int, reason: str, raw_outpu
     _finish(session, [document_id], Status.failed, error=reason, raw_output=raw_output)
 
 
-def unfinished_among(session: Session, *, document_ids: Sequence[int]) -> list[int]:
-    return list(
-        session.scalars(select(Document.id).where(Document.id.in_(document_ids), Document.status.not_in(FINISHED)))
-    )
-
-
 def unfinished_document_ids(session: Session, *, job_id: int) -> list[int]:
     return list(
         session.scalars(
@@ -237,8 +208,10 @@ def job_progress(session: Session, *, job_id: int) -> JobProgress:
         select(Document.status, func.count()).where(Document.job_id == job_id).group_by(Document.status)
     ):
         counts[Status(status).value] = count
-    first_start, last_finish = session.execute(
-        select(func.min(Document.started_at), func.max(Document.finished_at)).where(Document.job_id == job_id)
+    first_start, last_finish, warnings = session.execute(
+        select(func.min(Document.started_at), func.max(Document.finished_at),
+               func.count(Document.warning).filter(Document.status == Status.done))
+        .where(Document.job_id == job_id)
     ).one()
     finished = counts[Status.done.value] + counts[Status.failed.value]
     rate = eta = None
@@ -247,7 +220,7 @@ def job_progress(session: Session, *, job_id: int) -> JobProgress:
         if elapsed > 0:
             rate = finished / elapsed
             eta = (counts[Status.pending.value] + counts[Status.running.value]) / rate
-    return JobProgress(job.id, job.name, counts, rate, eta)
+    return JobProgress(job.id, job.name, counts, rate, eta, warnings)
 
 
 def document_failures(session: Session, *, job_id: int, limit: int = 20) -> list[Document]:

@@ -43,6 +43,7 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     documents: Mapped[list[Document]] = relationship(back_populates="job")
 
 
@@ -51,6 +52,7 @@ class Document(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "sha256", name="uq_documents_job_sha256"),
         Index("ix_documents_job_status", "job_id", "status"),
+        Index("ix_documents_status_owner", "status", "owner"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -62,7 +64,16 @@ class Document(Base):
         Enum(Status, name="document_status", native_enum=False, length=16), default=Status.pending
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    # The worker holding the document while it runs; it is alive while its heartbeat is fresh.
+    owner: Mapped[str | None] = mapped_column(String(100))
+    # How many documents were claimed together with it: a claim that dies with its worker is
+    # split before it runs again, so a document that kills workers ends up alone, and is charged.
+    claim_size: Mapped[int | None] = mapped_column(Integer)
+    crashes_alone: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed document failed
+    warning: Mapped[str | None] = mapped_column(Text)  # what a done document is missing (a window failed)
+    # Earlier endings of a document run again by `requeue --failed`: [{"status", "error", "at"}].
+    history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     raw_output: Mapped[str | None] = mapped_column(Text)
     # Triplets the model produced that failed the schema or grounding checks, with reasons.
     rejected: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
@@ -129,8 +140,25 @@ class TrainingJob(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)
     adapter_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A worker process: alive while its heartbeat is fresh; what it owns is taken over when it stops."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(50))
+    device: Mapped[str] = mapped_column(String(50))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_reason: Mapped[str | None] = mapped_column(Text)

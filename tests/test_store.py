@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import store
+from models import claims, store
 from models.migrate import current_revision, head_revision
 from models.tables import Document, Status, TripletRow
 from models.triplet import Triplet
@@ -14,6 +14,11 @@ TEXT = "《娘家的故事第二部》是张玲执导，林在培、何赛飞等
 DIRECTOR = Triplet("娘家的故事第二部", "导演", "张玲", "影视作品", "人物")
 ACTOR = Triplet("娘家的故事第二部", "主演", "林在培", "影视作品", "人物")
 EXTRACTOR = {"model": "tiny-glm", "adapter": "", "prompt_version": "v1"}
+
+
+def _record(session: Session, doc_id: int, text: str, triplets: list[Triplet], **extractor: str) -> int:
+    outcome = store.Outcome(doc_id, text, triplets)
+    return store.record_outcomes(session, [outcome], **{**EXTRACTOR, **extractor}).triplets
 
 
 def _job_with(sessions: sessionmaker[Session], *texts: str) -> tuple[int, list[int]]:
@@ -44,12 +49,8 @@ def test_recording_twice_leaves_one_copy(sessions: sessionmaker[Session]) -> Non
     _, (doc_id,) = _job_with(sessions, TEXT)
     for _ in range(2):
         with sessions.begin() as session:
-            store.claim_documents(session, document_ids=[doc_id], max_attempts=5)
             # the same triplet twice in one answer counts once as well
-            count = store.record_triplets(
-                session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR, ACTOR, DIRECTOR], **EXTRACTOR
-            )
-        assert count == 2
+            assert _record(session, doc_id, TEXT, [DIRECTOR, ACTOR, DIRECTOR]) == 2
     with sessions() as session:
         rows = session.scalars(select(TripletRow).order_by(TripletRow.id)).all()
         document = session.get(Document, doc_id)
@@ -65,30 +66,11 @@ def test_recording_twice_leaves_one_copy(sessions: sessionmaker[Session]) -> Non
 def test_another_adapter_keeps_its_own_copy(sessions: sessionmaker[Session]) -> None:
     _, (doc_id,) = _job_with(sessions, TEXT)
     with sessions.begin() as session:
-        store.record_triplets(session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR], **EXTRACTOR)
-        store.record_triplets(
-            session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR], **{**EXTRACTOR, "adapter": "lora-v2"}
-        )
+        _record(session, doc_id, TEXT, [DIRECTOR])
+        _record(session, doc_id, TEXT, [DIRECTOR], adapter="lora-v2")
     with sessions() as session:
         adapters = session.scalars(select(TripletRow.adapter).order_by(TripletRow.adapter)).all()
     assert adapters == ["", "lora-v2"]
-
-
-def test_claim_skips_finished_and_fails_exhausted(sessions: sessionmaker[Session]) -> None:
-    _, (done_id, fresh_id, tired_id) = _job_with(sessions, "done", "fresh", "tired")
-    with sessions.begin() as session:
-        store.claim_documents(session, document_ids=[done_id], max_attempts=3)
-        store.record_triplets(session, document_id=done_id, text="done", triplets=[], **EXTRACTOR)
-        for _ in range(3):
-            store.claim_documents(session, document_ids=[tired_id], max_attempts=3)
-    with sessions.begin() as session:
-        claimed = store.claim_documents(session, document_ids=[done_id, fresh_id, tired_id], max_attempts=3)
-    assert [(doc.id, doc.attempts) for doc in claimed] == [(fresh_id, 1)]
-    with sessions() as session:
-        tired = session.get(Document, tired_id)
-        fresh = session.get(Document, fresh_id)
-    assert tired is not None and tired.status == Status.failed and "gave up after 3 attempts" in (tired.error or "")
-    assert fresh is not None and fresh.status == Status.running and fresh.started_at is not None
 
 
 def test_failure_keeps_reason_and_raw_output(sessions: sessionmaker[Session]) -> None:
@@ -105,9 +87,10 @@ def test_failure_keeps_reason_and_raw_output(sessions: sessionmaker[Session]) ->
 def test_progress_rate_and_eta(sessions: sessionmaker[Session]) -> None:
     job_id, ids = _job_with(sessions, "a", "b", "c", "d")
     with sessions.begin() as session:
-        store.claim_documents(session, document_ids=ids[:2], max_attempts=3)
+        claims.claim_documents(session, document_ids=ids[:2], owner="w", lease_seconds=60, max_attempts=3)
+    with sessions.begin() as session:
         for doc_id in ids[:2]:
-            store.record_triplets(session, document_id=doc_id, text="x", triplets=[], **EXTRACTOR)
+            _record(session, doc_id, "x", [])
     with sessions() as session:
         progress = store.job_progress(session, job_id=job_id)
     assert progress.counts["done"] == 2 and progress.unfinished == 2
@@ -118,7 +101,7 @@ def test_progress_rate_and_eta(sessions: sessionmaker[Session]) -> None:
 def test_query_filters_exact_and_like(sessions: sessionmaker[Session]) -> None:
     job_id, (doc_id,) = _job_with(sessions, TEXT)
     with sessions.begin() as session:
-        store.record_triplets(session, document_id=doc_id, text=TEXT, triplets=[DIRECTOR, ACTOR], **EXTRACTOR)
+        _record(session, doc_id, TEXT, [DIRECTOR, ACTOR])
     with sessions() as session:
         assert len(store.query_triplets(session, predicate="导演")) == 1
         assert len(store.query_triplets(session, subject="娘家%")) == 2
@@ -132,20 +115,20 @@ def test_a_group_of_outcomes_is_recorded_together_and_again_without_copies(sessi
     _, ids = _job_with(sessions, TEXT, "乱码", "空")
     rejected = [{"subject": "某人", "predicate": "导演", "object": "张玲", "reason": "subject not in the text"}]
     outcomes = [
-        store.Outcome(ids[0], TEXT, [DIRECTOR, ACTOR, DIRECTOR], rejected=rejected, note="window 2 failed"),
+        store.Outcome(ids[0], TEXT, [DIRECTOR, ACTOR, DIRECTOR], rejected=rejected, warning="window 2 failed"),
         store.Outcome(ids[1], "乱码", error="unparseable output: no JSON list in output", raw_output="抱歉"),
         store.Outcome(ids[2], "空"),
     ]
     for _ in range(2):  # a redelivered group replaces its rows
         with sessions.begin() as session:
-            assert store.record_outcomes(session, outcomes, **EXTRACTOR) == 2
+            assert store.record_outcomes(session, outcomes, **EXTRACTOR).triplets == 2
     with sessions() as session:
         docs = {d.id: d for d in session.scalars(select(Document))}
         rows = session.scalars(select(TripletRow).order_by(TripletRow.id)).all()
-    assert [(d.status, d.error, d.raw_output, d.rejected) for d in (docs[i] for i in ids)] == [
-        (Status.done, "window 2 failed", None, rejected),
-        (Status.failed, "unparseable output: no JSON list in output", "抱歉", None),
-        (Status.done, None, None, None),
+    assert [(d.status, d.error, d.warning, d.raw_output, d.rejected) for d in (docs[i] for i in ids)] == [
+        (Status.done, None, "window 2 failed", None, rejected),
+        (Status.failed, "unparseable output: no JSON list in output", None, "抱歉", None),
+        (Status.done, None, None, None, None),
     ]
     assert all(docs[i].finished_at is not None for i in ids)
     assert [(r.document_id, r.predicate, r.object, r.subject_start, r.object_start) for r in rows] == [
