@@ -1,7 +1,8 @@
 """The adapter registry and training jobs: keyword-only store functions over a Session.
 
 Adapter folders live under one registry folder; a stored path is relative to it and is
-resolved so that it can never point outside it.
+resolved so that it can never point outside it. ``check_adapter_folder`` is the one test of
+what a loadable adapter folder holds, shared by promotion and the engine (no torch here).
 """
 
 from __future__ import annotations
@@ -21,13 +22,52 @@ def model_key(base_model: Path | str) -> str:
     return str(Path(base_model).expanduser().resolve())
 
 
+# PEFT's file names. Only safetensors: adapter_model.bin is a pickle, and unpickling runs code.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLED_WEIGHTS = "adapter_model.bin"
+
+
 def resolve_adapter_path(registry: Path, relative: str) -> Path:
-    """The adapter folder inside ``registry``; anything that would leave it is refused."""
+    """The adapter folder inside ``registry``; anything that would leave it is refused.
+
+    ``resolve`` follows symlinks, so a link inside the registry pointing elsewhere is refused too.
+    """
     root = registry.resolve()
     path = (root / relative).resolve()
-    if path != root and root not in path.parents:
+    if not _inside(root, path):
         raise ConfigError(f"adapter path {relative!r} escapes the registry folder {root}")
     return path
+
+
+def check_adapter_folder(path: Path) -> Path:
+    """``path`` if it is a folder holding a LoRA adapter's config and safetensors weights.
+
+    Pure file checks, so the producer (promotion) and the engine (loading) refuse the same folders.
+    """
+    if not path.is_dir():
+        raise ConfigError(f"adapter folder {path} does not exist")
+    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (path / name).is_file()]
+    if missing:
+        pickled = ADAPTER_WEIGHTS in missing and (path / PICKLED_WEIGHTS).exists()
+        reason = f" ({PICKLED_WEIGHTS} is a pickle and is never loaded: save with safetensors)" if pickled else ""
+        raise ConfigError(f"adapter folder {path} lacks {' and '.join(missing)}{reason}")
+    return path
+
+
+def registered_adapter_folder(registry: Path, relative: str) -> Path:
+    """A registered adapter's folder: inside the registry, files included, and loadable."""
+    path = check_adapter_folder(resolve_adapter_path(registry, relative))
+    root = registry.resolve()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        # A file symlinked out of the registry would bypass the folder check above.
+        if not _inside(root, (path / name).resolve()):
+            raise ConfigError(f"adapter file {relative}/{name} escapes the registry folder {root}")
+    return path
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def register_adapter(
@@ -63,11 +103,26 @@ def get_adapter(session: Session, *, ref: str) -> Adapter:
     return adapter
 
 
-def promote_adapter(session: Session, *, ref: str) -> Adapter:
+def promote_adapter(session: Session, *, ref: str, adapter_registry: Path) -> Adapter:
+    """Make ``ref`` the adapter of its base model, once its folder is checked: nothing changes otherwise."""
     adapter = get_adapter(session, ref=ref)
+    registered_adapter_folder(adapter_registry, adapter.path)
     adapter.promoted_at = utcnow()
     session.flush()
     return adapter
+
+
+def demote_adapter(session: Session, *, ref: str) -> Adapter | None:
+    """Withdraw ``ref``'s promotion; the adapter of its base model promoted before it is current again.
+
+    Returns the adapter now current for that base model (None: the bare base model).
+    """
+    adapter = get_adapter(session, ref=ref)
+    if adapter.promoted_at is None:
+        raise NotFoundError(f"adapter {adapter.name}:{adapter.version}: not promoted")
+    adapter.promoted_at = None
+    session.flush()
+    return promoted_adapter(session, base_model=adapter.base_model)
 
 
 def promoted_adapter(session: Session, *, base_model: str) -> Adapter | None:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from models.errors import TripletsError
+if TYPE_CHECKING:
+    from models.settings import Settings
+
+# 0 and 1 (`submit --wait` saw failed documents) are returned by the commands themselves.
+EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_CODES = (
+    "Exit codes: 0 ok · 1 `submit --wait` finished with failed documents · 2 bad input, configuration or usage · "
+    "3 service unavailable (database or broker) · 4 internal error (`triplets --debug …` prints its traceback) · "
+    "130 interrupted."
+)
 
 app = typer.Typer(
     name="triplets",
     help="Turn text corpora into knowledge-graph triplets on a Celery + Redis worker fleet.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -23,6 +34,15 @@ train_app = typer.Typer(help="Train LoRA adapters on the `train` queue.", no_arg
 app.add_typer(train_app, name="train")
 adapters_app = typer.Typer(help="The adapter registry.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
+_debug = False  # set by --debug: an unexpected error prints its traceback
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an internal error, print its traceback.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
 
 
 @app.command()
@@ -54,7 +74,7 @@ def query(
     predicate: Annotated[Optional[str], typer.Option(help="Exact predicate, or a LIKE pattern.")] = None,
     object: Annotated[Optional[str], typer.Option("--object", help="Exact object, or a LIKE pattern.")] = None,
     job: Annotated[Optional[int], typer.Option(help="Only triplets of this job.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many rows; 0 for all.")] = 100,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many rows; 0 for all.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -68,24 +88,58 @@ def query(
 
 
 @app.command()
-def requeue(job: Annotated[int, typer.Argument(help="Job id.")]) -> None:
-    """Queue a job's unfinished documents again (safe: finished ones are skipped by workers)."""
-    from producer.commands import run_requeue
+def requeue(
+    job: Annotated[int, typer.Argument(help="Job id.")],
+    failed: Annotated[bool, typer.Option("--failed", help="Run its failed documents again (their ending is kept "
+                                         "in their history).")] = False,
+) -> None:
+    """Queue a job's unfinished documents again (safe: finished ones are skipped by workers); un-cancels it."""
+    from producer.job_commands import run_requeue
 
-    run_requeue(job)
+    run_requeue(job, failed=failed)
+
+
+@app.command()
+def jobs(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Every job: documents per status, warnings, cancelled."""
+    from producer.job_commands import run_jobs
+
+    run_jobs(as_json=as_json)
+
+
+@app.command()
+def cancel(job: Annotated[int, typer.Argument(help="Job id.")]) -> None:
+    """Fail a job's pending documents as cancelled; those running now finish. `requeue JOB --failed` undoes it."""
+    from producer.job_commands import run_cancel
+
+    run_cancel(job)
+
+
+@app.command()
+def show(
+    document: Annotated[int, typer.Argument(help="Document id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """One document: status, error, warning, history, text, triplets and rejected triplets."""
+    from producer.job_commands import run_show
+
+    run_show(document, as_json=as_json)
 
 
 @app.command()
 def worker(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (default: TRIPLETS_DEVICE).")] = "",
     queue: Annotated[str, typer.Option(help="Queue to consume: extract or train.")] = "extract",
-    concurrency: Annotated[int, typer.Option(help="Pool processes; keep 1 per GPU.")] = 1,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    name: Annotated[str, typer.Option(help="Node name in Flower (default: QUEUE-DEVICE); @host is added.")] = "",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
-    """Start a Celery worker pinned to one device."""
+    """Run a worker on one device: it loads and checks its model before taking work, and is restarted if it dies.
+
+    Exits 3 with one line when the worker cannot be made ready (model, device, adapter).
+    """
     from producer.commands import run_worker
 
-    run_worker(device=device, queue=queue, concurrency=concurrency, loglevel=loglevel)
+    raise typer.Exit(run_worker(device=device, queue=queue, name=name, loglevel=loglevel))
 
 
 @app.command()
@@ -96,7 +150,7 @@ def monitor(
     """Start Flower on the broker, behind basic auth (TRIPLETS_FLOWER_BASIC_AUTH=user:password)."""
     from producer.commands import run_monitor
 
-    raise typer.Exit(run_monitor(port=port, address=address))
+    run_monitor(port=port, address=address)
 
 
 @app.command()
@@ -164,6 +218,14 @@ def adapters_promote(ref: Annotated[str, typer.Argument(help="name or name:versi
     run_adapters_promote(ref)
 
 
+@adapters_app.command("demote")
+def adapters_demote(ref: Annotated[str, typer.Argument(help="name:version")]) -> None:
+    """Withdraw a promotion: the adapter promoted before it is used again from the next batch."""
+    from producer.training_commands import run_adapters_demote
+
+    run_adapters_demote(ref)
+
+
 @app.command("eval")
 def evaluate(
     data: Annotated[Path, typer.Option(help="Held-out JSONL with gold triplets.")],
@@ -188,11 +250,39 @@ def db_upgrade() -> None:
 
 
 def main() -> None:
+    """Run the CLI; every error leaves as one line on stderr and an exit code (see EXIT_CODES)."""
     try:
         app()
-    except TripletsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the one place nothing may escape as a traceback
+        sys.exit(_report(exc))
+
+
+def _report(exc: Exception) -> int:
+    from models.errors import BrokerUnavailableError, StoreUnavailableError
+    from models.service_errors import describe, one_line
+
+    if _debug:
+        traceback.print_exc()
+    known = describe(exc, settings=_settings_or_none())
+    if known is None:
+        hint = "" if _debug else " (`triplets --debug …` prints the traceback)"
+        print(f"error: internal error: {type(exc).__name__}: {one_line(str(exc))}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
+    # One line, whatever the library (or a worker log's tail) said; --debug shows the rest.
+    print(f"error: {one_line(str(known))}", file=sys.stderr)
+    return EXIT_UNAVAILABLE if isinstance(known, (StoreUnavailableError, BrokerUnavailableError)) else EXIT_USAGE
+
+
+def _settings_or_none() -> Settings | None:
+    from models.errors import ConfigError
+    from models.settings import get_settings
+
+    try:
+        return get_settings()
+    except ConfigError:
+        return None  # the error being reported may be this very one
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -15,9 +16,9 @@ from rich.table import Table
 
 from models import store
 from models.db import make_session_factory
-from models.errors import BrokerUnavailableError, ConfigError, InputError, NotFoundError
+from models.errors import BrokerUnavailableError, ConfigError, InputError
 from models.migrate import require_head
-from models.settings import ENV_PREFIX, get_settings
+from models.settings import get_settings
 from models.tables import Status, TripletRow
 
 console = Console(soft_wrap=True)
@@ -26,26 +27,37 @@ POLL_SECONDS = 1.0
 
 
 def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
-    from producer.queue import extract_sender
-    from producer.submit import submit_corpus
+    from rich.markup import escape
 
+    from producer.queue import extract_sender
+    from producer.submit import resolve_corpus, submit_corpus
+
+    def report_error(error: InputError) -> None:
+        # escape: a file name such as "[/x].txt" is text, not rich markup
+        errors.print(f"[yellow]skipped[/] {escape(str(error))}", highlight=False)
+
+    skipped_links: list[InputError] = []
+
+    def report_link(error: InputError) -> None:
+        skipped_links.append(error)
+        report_error(error)
+
+    # Before the store or the broker is touched: a mistyped path costs nothing and leaves no job.
+    files = resolve_corpus(paths, report_link)
     settings = get_settings()
     require_head(settings.database_url)
     sessions = make_session_factory(settings.database_url)
-
-    def report_error(error: InputError) -> None:
-        errors.print(f"[yellow]skipped[/] {error}", highlight=False)
-
     job_ids: list[int] = []
     try:
         with _progress() as progress, extract_sender(settings) as send_group:
             task = progress.add_task("reading", total=None)
             report = submit_corpus(
-                paths,
+                files,
                 name=name,
                 sessions=sessions,
                 send_group=send_group,
                 group_size=settings.task_group_size,
+                max_chars=settings.max_document_chars,
                 on_error=report_error,
                 on_progress=lambda r: progress.update(task, completed=r.read, description=f"queued {r.queued}"),
                 on_job=job_ids.append,
@@ -53,12 +65,18 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
     except BrokerUnavailableError as exc:
         if job_ids:
             raise BrokerUnavailableError(
-                f"{exc}; job {job_ids[0]}'s stored documents are kept: run `triplets requeue {job_ids[0]}`"
+                f"{exc}; job {job_ids[0]}'s stored documents are kept: run the same `triplets submit` "
+                "again to resume it"
             ) from exc
         raise
+    skipped_files = report.skipped_files + len(skipped_links)
     console.print(
-        f"job {report.job_id}: {report.queued} documents queued, "
-        f"{report.duplicates} duplicates skipped, {len(report.errors)} unreadable records skipped"
+        f"job {report.job_id}: "
+        + (f"resumed after an interrupted submit ({report.requeued} stored documents queued again), "
+           if report.resumed else "")
+        + f"{report.queued} documents queued, {report.duplicates} duplicates skipped, "
+        f"{report.skipped_records} unreadable records skipped"
+        + (f", {skipped_files} files or links skipped" if skipped_files else "")
     )
     if not wait:
         return 0
@@ -93,7 +111,7 @@ def run_status(job_id: int | None, *, as_json: bool) -> None:
         state = store.job_progress(session, job_id=store.get_job(session, job_id=job_id).id)
     if as_json:
         payload = {
-            "job": state.job_id, "name": state.name, "counts": state.counts,
+            "job": state.job_id, "name": state.name, "counts": state.counts, "warnings": state.warnings,
             "docs_per_second": state.docs_per_second, "eta_seconds": state.eta_seconds,
         }
         print(json.dumps(payload, ensure_ascii=False))
@@ -105,11 +123,12 @@ def print_status(state: store.JobProgress) -> None:
     table = Table(title=f"job {state.job_id} · {state.name}")
     for status in Status:
         table.add_column(status.value, justify="right")
+    table.add_column("warnings", justify="right")
     table.add_column("docs/s", justify="right")
     table.add_column("ETA", justify="right")
     rate = f"{state.docs_per_second:.2f}" if state.docs_per_second else "–"
     eta = f"{state.eta_seconds:.0f} s" if state.eta_seconds is not None and state.unfinished else "–"
-    table.add_row(*(str(state.counts[s.value]) for s in Status), rate, eta)
+    table.add_row(*(str(state.counts[s.value]) for s in Status), str(state.warnings), rate, eta)
     console.print(table)
 
 
@@ -151,52 +170,47 @@ def row_fields(row: TripletRow) -> dict[str, object]:
     }
 
 
-def run_requeue(job_id: int) -> None:
-    from producer.queue import extract_sender
-    from producer.submit import chunked
+def run_worker(*, device: str, queue: str, name: str, loglevel: str) -> int:
+    import logging
+    import socket
 
-    settings = get_settings()
-    require_head(settings.database_url)
-    with make_session_factory(settings.database_url)() as session:
-        store.get_job(session, job_id=job_id)
-        ids = store.unfinished_document_ids(session, job_id=job_id)
-    with extract_sender(settings) as send_group:
-        for group in chunked(ids, settings.task_group_size):
-            send_group(group)
-    console.print(f"job {job_id}: {len(ids)} unfinished documents queued again")
+    from worker.supervisor import supervise
 
-
-def run_worker(*, device: str, queue: str, concurrency: int, loglevel: str) -> None:
     if queue not in ("extract", "train"):
-        raise NotFoundError(f"--queue {queue}: expected extract or train")
-    if device:
-        # Settings is the only reader of the environment; the pool children inherit it.
-        os.environ[f"{ENV_PREFIX}DEVICE"] = device
-        get_settings.cache_clear()
+        raise InputError("--queue", f"expected extract or train, got {queue!r}")
+    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/supervisor] %(message)s")
     settings = get_settings()
-    from worker.app import app
+    device = device or settings.device
+    node = name or f"{queue}-{device.replace(':', '')}"
+    return supervise(settings, queue=queue, device=device, name=f"{node}@{socket.gethostname()}", loglevel=loglevel)
 
-    name = f"{queue}-{settings.device.replace(':', '')}@%h"
-    app.worker_main(
-        ["worker", "--queues", queue, "--concurrency", str(concurrency), "--pool", "prefork",
-         "--hostname", name, "--loglevel", loglevel, "--task-events"]
-    )
+
+class _Progress(Progress):
+    def stop(self) -> None:
+        if self.tasks or self.disable:
+            super().stop()
+            return
+        # Stopped before its first task (a service was down): leave nothing, not even rich's empty
+        # line for logs, above the one-line error.
+        self.live.transient = True
+        self.live.stop()
 
 
 def _progress() -> Progress:
-    return Progress(
+    return _Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=errors, transient=False,
     )
 
 
-def run_monitor(*, port: int, address: str) -> int:
-    import subprocess
-
+def run_monitor(*, port: int, address: str) -> NoReturn:
+    """Become Flower: exec'd in place, so the signals a supervisor sends (SIGTERM) reach it and no child is left."""
     settings = get_settings()
     if settings.flower_basic_auth is None:
         raise ConfigError("TRIPLETS_FLOWER_BASIC_AUTH: not set; Flower never runs without auth (user:password)")
     # Through the environment, not argv: a password on the command line shows in `ps`.
     env = {**os.environ, "FLOWER_BASIC_AUTH": settings.flower_basic_auth.get_secret_value()}
     command = [sys.executable, "-m", "celery", "--app", "worker.app", "flower", f"--port={port}", f"--address={address}"]
-    return subprocess.run(command, env=env, check=False).returncode
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(command[0], command, env)

@@ -25,11 +25,20 @@ def _sessions():  # type: ignore[no-untyped-def]
 
 def run_train_submit(values: dict[str, object]) -> None:
     """Validate the job config here, before anything is queued, then queue it on `train`."""
-    from celeryconfig import TRAIN_QUEUE
+    from models.training_data import require_examples, require_model_folder
+
+    config = parse_train_config(values)
+    # Checked from here, read by the training worker: catch typos before anything is queued.
+    where = " (paths are as the training worker sees them)"
+    require_model_folder(config.base_model, option="--base-model", where=where)
+    require_examples(config.train_data, option="--train-data", where=where)
+    if config.dev_data is not None:
+        require_examples(config.dev_data, option="--dev-data", where=where)
+
+    from celeryconfig import TRAIN_QUEUE  # Celery only once the job is worth queueing
     from producer.queue import broker_app
     from worker.app import TRAIN_TASK
 
-    config = parse_train_config(values)
     sessions = _sessions()
     with broker_app(get_settings()) as app:
         with sessions.begin() as session:
@@ -79,13 +88,28 @@ def run_adapters_show(ref: str) -> None:
 
 
 def run_adapters_promote(ref: str) -> None:
+    settings = get_settings()
     with _sessions().begin() as session:
-        adapter = registry.promote_adapter(session, ref=ref)
+        adapter = registry.promote_adapter(session, ref=ref, adapter_registry=settings.adapter_registry)
         console.print(f"{adapter.name}:{adapter.version} promoted: extraction workers on "
                       f"{Path(adapter.base_model).name} use it from their next batch")
 
 
+def run_adapters_demote(ref: str) -> None:
+    with _sessions().begin() as session:
+        current = registry.demote_adapter(session, ref=ref)
+        demoted = registry.get_adapter(session, ref=ref)
+        now = f"{current.name}:{current.version}" if current else "no adapter (the bare base model)"
+        console.print(f"{demoted.name}:{demoted.version} demoted: extraction workers on "
+                      f"{Path(demoted.base_model).name} use {now} from their next batch")
+
+
 def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_examples: int) -> None:
+    from models.errors import ConfigError
+    from models.training_data import require_examples, require_model_folder
+
+    require_examples(data, option="--data")  # before any model is loaded
+
     from worker.evaluation import evaluate_adapter
 
     settings = get_settings()
@@ -96,6 +120,9 @@ def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_e
             a = registry.get_adapter(session, ref=adapter_ref)
             adapter_path = registry.resolve_adapter_path(settings.adapter_registry, a.path)
             base = base or Path(a.base_model)
+    if base is None:
+        raise ConfigError("no base model: pass --base-model or --adapter, or set TRIPLETS_BASE_MODEL")
+    require_model_folder(Path(base), option="base model")
     scores = evaluate_adapter(base, adapter_path, data, settings=settings, schema_path=settings.schema_path,
                               max_examples=max_examples)
     print(json.dumps(scores.as_dict(), ensure_ascii=False, indent=2))

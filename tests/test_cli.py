@@ -65,9 +65,39 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "producer", "submit", str(corpus)], env=env, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 2
-    assert "broker redis://127.0.0.1:1/0 unavailable" in result.stderr
+    assert result.returncode == 3
+    assert result.stderr == "error: broker redis://:***@127.0.0.1:1/0 unavailable: connection refused\n"
     assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("limit, rows", [("0", 3), ("2", 2)])
+def test_query_limit_zero_is_all_rows(database_url: str, broker_url: str, tmp_path: Path, limit: str, rows: int) -> None:
+    from models import store
+    from models.db import make_session_factory
+    from models.triplet import Triplet
+
+    sessions = make_session_factory(database_url)
+    text = "张玲执导，林在培、何赛飞主演"
+    triplets = [Triplet("片", "导演", "张玲"), Triplet("片", "主演", "林在培"), Triplet("片", "主演", "何赛飞")]
+    with sessions.begin() as session:
+        job = store.create_job(session, name="q")
+        (doc_id,) = store.add_documents(session, job_id=job.id, documents=[store.NewDocument(text, "d")])
+        store.record_outcomes(session, [store.Outcome(doc_id, text, triplets)], model="m", adapter="", prompt_version="v1")
+    env = worker_env(broker_url=broker_url, database_url=database_url)
+    result = subprocess.run([sys.executable, "-m", "producer", "query", "--json", "--limit", limit], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == rows
+
+
+def test_query_refuses_a_negative_limit(tmp_path: Path) -> None:
+    """PostgreSQL fails a negative LIMIT, SQLite ignores it: it is refused before either sees it."""
+    env = worker_env(database_url=f"sqlite:///{tmp_path / 'none.db'}")
+    result = subprocess.run([sys.executable, "-m", "producer", "query", "--limit", "-1"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--limit" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_flower_never_starts_without_auth(tmp_path: Path) -> None:
@@ -77,12 +107,14 @@ def test_flower_never_starts_without_auth(tmp_path: Path) -> None:
     assert "TRIPLETS_FLOWER_BASIC_AUTH: not set; Flower never runs without auth" in result.stderr
 
 
-def test_flower_answers_only_with_credentials(tmp_path: Path, broker_url: str) -> None:
+def test_flower_answers_only_with_credentials_and_stops_on_sigterm(tmp_path: Path, broker_url: str) -> None:
     import base64
     import socket
     import time
     import urllib.error
     import urllib.request
+
+    import psutil
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,14 +133,25 @@ def test_flower_answers_only_with_credentials(tmp_path: Path, broker_url: str) -
         except OSError:
             return None
 
+    started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 60
         while (anonymous := status({})) is None:
             assert flower.poll() is None and time.monotonic() < deadline, "Flower did not start"
             time.sleep(0.2)
+        # Every process serving Flower: the one started here and anything it started.
+        started = [psutil.Process(flower.pid), *psutil.Process(flower.pid).children(recursive=True)]
         token = base64.b64encode(b"admin:s3cret").decode()
         assert anonymous == 401
         assert status({"Authorization": f"Basic {token}"}) == 200
+        assert not any("s3cret" in " ".join(p.cmdline()) for p in started), "the password is in a command line"
     finally:
-        flower.terminate()
-        flower.wait(timeout=30)
+        flower.terminate()  # SIGTERM, as a supervisor or `docker stop` sends it
+        try:
+            flower.wait(timeout=30)
+        finally:
+            _, left = psutil.wait_procs(started, timeout=30)
+            for process in left:
+                process.kill()
+    assert not left, f"still running after SIGTERM: {[p.pid for p in left]}"
+    assert status({}) is None

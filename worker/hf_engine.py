@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import torch
@@ -12,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from models.errors import ConfigError, DocumentTooLongError, ModelError
 from models.extraction import Extraction, WindowOutput, assemble
-from models.registry import model_key
+from models.registry import check_adapter_folder, model_key
 from models.prompt import PromptTemplate, get_template
 from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
@@ -73,7 +74,11 @@ def load_model(settings: Settings, device: str, precision: str) -> tuple[Any, An
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model from {path}: {exc}") from exc
     if settings.adapter is not None:
-        model = attach_adapter(model, _check_model_folder(settings.adapter, "TRIPLETS_ADAPTER"), merge=precision != "4bit")
+        try:
+            adapter = check_adapter_folder(settings.adapter)
+        except ConfigError as exc:
+            raise ConfigError(f"TRIPLETS_ADAPTER: {exc}") from None
+        model = attach_adapter(model, adapter, merge=precision != "4bit")
     if precision != "4bit":
         model.to(device)
     model.eval()
@@ -98,6 +103,9 @@ def attach_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
 # bf16 KV cache (bench/extract_gpu.py); 1.2 leaves room for other shapes.
 KV_OVERHEAD = 1.2
 GPU_HEADROOM_GIB = 1.0
+# On the CPU, cached tokens per batch: a long document's windows must not take all memory (at
+# 6B shape, fp32, this is ~3.7 GB of KV cache).
+CPU_BATCH_TOKENS = 65_536
 
 
 def kv_token_budget(config: Any, weight_bytes: int, budget_gib: float) -> int:
@@ -117,7 +125,7 @@ def batch_token_limit(model: Any, settings: Settings) -> int:
     if settings.max_batch_tokens:
         return settings.max_batch_tokens
     if next(model.parameters()).device.type != "cuda":
-        return 1 << 40  # CPU memory is not the limit worth guarding; batch size is
+        return CPU_BATCH_TOKENS
     return kv_token_budget(model.config, model.get_memory_footprint(), settings.gpu_memory_budget_gib)
 
 
@@ -186,6 +194,7 @@ class HuggingFaceEngine:
             raise ConfigError("TRIPLETS_ADAPTER fixes this worker's adapter; unset it to follow promotions")
         from peft import PeftModel
 
+        check_adapter_folder(path)  # safetensors only: peft would fall back to a pickled .bin
         try:
             if not isinstance(self.model, PeftModel):
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=adapter_id, is_trainable=False)
@@ -198,7 +207,7 @@ class HuggingFaceEngine:
         log.info("switched to adapter %s", adapter_id)
         self.adapter_id = adapter_id
 
-    def extract(self, texts: Sequence[str]) -> list[Extraction]:
+    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
         outputs: list[list[WindowOutput]] = [[] for _ in texts]
         prompts: list[_Prompt] = []
         for doc, text in enumerate(texts):
@@ -209,6 +218,7 @@ class HuggingFaceEngine:
         for batch in self._batches(prompts):
             for prompt, output in self._generate_splitting_on_oom(batch):
                 outputs[prompt.doc].append(output)
+            progress()
         results = []
         for doc_outputs in outputs:
             doc_outputs.sort(key=lambda output: output.start)
@@ -219,6 +229,11 @@ class HuggingFaceEngine:
         """The document as one prompt, or as sentence windows when it is over the input budget."""
         limit = self.settings.max_input_tokens
         ids = self._encode(text)
+        if len(ids) > self.settings.max_document_tokens:
+            # Its windows would fill batches (and, on the CPU, memory) for its neighbours' time.
+            raise DocumentTooLongError(
+                f"document of {len(ids)} tokens exceeds TRIPLETS_MAX_DOCUMENT_TOKENS={self.settings.max_document_tokens}"
+            )
         if len(ids) <= limit:
             return [_Prompt(doc, Window(0, text), ids)]
         encoded: dict[str, list[int]] = {}

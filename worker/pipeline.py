@@ -1,24 +1,33 @@
-"""Extraction of a group of documents: claim, run the engine, write each outcome.
+"""Extraction of one message's documents: claim, extract, store; each fault charged to whoever caused it.
 
-Plain functions over a session factory and an engine, callable without Celery.
+Plain functions over a session factory and an engine, callable without Celery. Whose fault:
+- a document's own text or output (unparseable, too long, refused by the store, an engine
+  error on it alone while the engine still reads a canary sentence): that document fails;
+- the worker's (model, device or adapter broken, the canary fails too): ``WorkerFault``, the
+  claimed documents go back uncharged;
+- the database's (unreachable): wait for it, holding the work (``worker.store_retry``);
+- the worker dying: its claim is taken over and split (``models.claims``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import registry, store
-from models.errors import PermanentError, StoreUnavailableError
+from models import claims, registry, store
+from models.errors import ConfigError, ModelError, WorkerFault
 from models.extraction import Extraction
 from models.settings import Settings
-from worker.engine import ExtractionEngine
+from worker.engine import CANARY_TEXT, ExtractionEngine
+from worker.store_retry import StoreRetry
 
 log = logging.getLogger(__name__)
+
+Resend = Callable[[list[int]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,24 +36,43 @@ class GroupReport:
     done: int
     failed: int
     triplets: int
+    resent: int = 0  # lost documents queued again in smaller groups
+    skipped: int = 0  # held by a live worker, or no longer held by this one when storing
 
     def as_dict(self) -> dict[str, int]:
-        return {"claimed": self.claimed, "done": self.done, "failed": self.failed, "triplets": self.triplets}
+        return {"claimed": self.claimed, "done": self.done, "failed": self.failed, "triplets": self.triplets,
+                "resent": self.resent, "skipped": self.skipped}
 
 
-def follow_promoted_adapter(engine: ExtractionEngine, *, sessions: sessionmaker[Session], settings: Settings) -> None:
-    """Use the adapter promoted for this engine's base model, unless the worker's adapter is fixed."""
-    if settings.adapter is not None:
-        return
-    try:
-        with sessions() as session:
-            promoted = registry.promoted_adapter(session, base_model=engine.model_id)
-            found = None if promoted is None else (f"{promoted.name}:{promoted.version}", promoted.path)
-    except OperationalError as exc:
-        raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
-    if found is not None:
-        adapter_id, relative = found
-        engine.use_adapter(adapter_id, registry.resolve_adapter_path(settings.adapter_registry, relative))
+class AdapterFollower:
+    """Keeps an engine on the adapter promoted for its base model, unless the worker's adapter is fixed.
+
+    A promoted adapter that cannot be loaded is not the documents' fault: the engine keeps its
+    last good adapter (each triplet records which one made it) and the failure is logged once.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.refused: set[str] = set()
+
+    def follow(self, engine: ExtractionEngine, session: Session, *, strict: bool = False) -> None:
+        if self.settings.adapter is not None:
+            return
+        promoted = registry.promoted_adapter(session, base_model=engine.model_id)
+        if promoted is None:
+            return
+        adapter_id = f"{promoted.name}:{promoted.version}"
+        if adapter_id == engine.adapter_id or (adapter_id in self.refused and not strict):
+            return
+        try:
+            engine.use_adapter(adapter_id, registry.registered_adapter_folder(self.settings.adapter_registry,
+                                                                              promoted.path))
+        except (ModelError, ConfigError) as exc:
+            if strict:
+                raise
+            self.refused.add(adapter_id)
+            log.error("promoted adapter %s cannot be used, keeping %s: %s", adapter_id,
+                      engine.adapter_id or "no adapter", exc)
 
 
 def process_documents(
@@ -52,57 +80,104 @@ def process_documents(
     *,
     engine: ExtractionEngine,
     sessions: sessionmaker[Session],
-    max_attempts: int,
+    settings: Settings,
+    owner: str,
+    resend: Resend,
+    retry: StoreRetry | None = None,
+    progress: Callable[[], None] = lambda: None,
 ) -> GroupReport:
+    retry = retry or StoreRetry(sessions, patience_s=settings.store_retry_seconds)
+    claim = retry.run(lambda session: claims.claim_documents(
+        session, document_ids=document_ids, owner=owner, lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts))
+    for group in claim.resend:
+        resend(group)
+    if claim.resend:
+        log.warning("%d documents lost with a dead worker queued again in %d smaller groups",
+                    sum(map(len, claim.resend)), len(claim.resend))
+    claimed = claim.documents
+    if not claimed:
+        return GroupReport(0, 0, claim.failed, 0, sum(map(len, claim.resend)), claim.held_elsewhere)
+    progress()
     try:
-        with sessions.begin() as session:
-            claimed = store.claim_documents(session, document_ids=document_ids, max_attempts=max_attempts)
-        if not claimed:
-            return GroupReport(0, 0, 0, 0)
-        try:
-            extractions = engine.extract([doc.text for doc in claimed])
-        except PermanentError as exc:
-            # The whole group fails with the reason; nothing is left running.
-            log.error("extraction failed for documents %s: %s", [doc.id for doc in claimed], exc)
-            with sessions.begin() as session:
-                for doc in claimed:
-                    store.record_failure(session, document_id=doc.id, reason=str(exc))
-            return GroupReport(len(claimed), 0, len(claimed), 0)
-        outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
-        extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version}
-        try:
-            with sessions.begin() as session:
-                triplets = store.record_outcomes(session, outcomes, **extractor)
-        except OperationalError:
-            raise
-        except SQLAlchemyError as exc:
-            # A result the store refuses (say a NUL byte on PostgreSQL) must not sink the others.
-            log.warning("storing %d results together failed (%s); storing them one by one", len(outcomes), exc)
-            stored = [_record_alone(sessions, outcome, extractor) for outcome in outcomes]
-            outcomes, triplets = [outcome for outcome, _ in stored], sum(count for _, count in stored)
-        failed = sum(outcome.error is not None for outcome in outcomes)
-        return GroupReport(len(claimed), len(outcomes) - failed, failed, triplets)
-    except OperationalError as exc:
-        raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
+        extractions = extract_isolating(engine, [doc.text for doc in claimed], progress)
+    except WorkerFault:
+        retry.run(lambda session: claims.release_documents(session, document_ids=[d.id for d in claimed], owner=owner))
+        raise
+    outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
+    extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version,
+                 "owner": owner}
+    outcomes, triplets, fenced = _record(retry, outcomes, extractor)
+    if fenced:
+        log.warning("%d documents were taken over by another worker meanwhile; their results were dropped", fenced)
+    done = sum(outcome.error is None for outcome in outcomes)
+    return GroupReport(len(claimed), done, len(outcomes) - done + claim.failed, triplets,
+                       sum(map(len, claim.resend)), claim.held_elsewhere + fenced)
 
 
-def _outcome(doc: store.ClaimedDocument, extraction: Extraction) -> store.Outcome:
+def extract_isolating(engine: ExtractionEngine, texts: Sequence[str],
+                      progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+    """The engine's extractions; an error the engine raises is pinned on one document, or on the engine.
+
+    A batch that raises is split in halves until the document that raises is alone; it fails
+    with the error while the rest go on. If the engine cannot read the canary sentence either,
+    the engine is broken and nobody's document is charged.
+    """
+    try:
+        return engine.extract(texts, progress=progress)
+    except (ModelError, WorkerFault) as exc:
+        raise WorkerFault(f"engine unusable: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - whose fault it is decides what happens next
+        _require_healthy(engine, exc)
+        if len(texts) == 1:
+            log.warning("engine error on one document: %s: %s", type(exc).__name__, exc)
+            reason = f"the engine failed on this document: {type(exc).__name__}: {exc}"
+            return [Extraction(raw="", error=reason[:2000])]
+        middle = len(texts) // 2
+        return (extract_isolating(engine, texts[:middle], progress)
+                + extract_isolating(engine, texts[middle:], progress))
+
+
+def check_engine(engine: ExtractionEngine) -> None:
+    """Raise WorkerFault unless the engine gets through the canary sentence."""
+    _require_healthy(engine, None)
+
+
+def _require_healthy(engine: ExtractionEngine, cause: BaseException | None) -> None:
+    try:
+        engine.extract([CANARY_TEXT])
+    except Exception as exc:  # noqa: BLE001
+        what = f"{type(cause).__name__}: {cause}; " if cause is not None else ""
+        raise WorkerFault(f"engine broken ({what}the canary sentence fails too: {type(exc).__name__}: {exc})") from exc
+
+
+def _outcome(doc: claims.ClaimedDocument, extraction: Extraction) -> store.Outcome:
     if not extraction.ok:
         return store.Outcome(doc.id, doc.text, error=extraction.error or "", raw_output=extraction.raw)
     return store.Outcome(doc.id, doc.text, extraction.triplets, extraction.spans,
-                         [rejection.as_dict() for rejection in extraction.rejected], extraction.note)
+                         [rejection.as_dict() for rejection in extraction.rejected], extraction.warning)
 
 
-def _record_alone(sessions: sessionmaker[Session], outcome: store.Outcome,
-                  extractor: dict[str, str]) -> tuple[store.Outcome, int]:
-    """Store one outcome in its own transaction (one the store refuses becomes a failure): what was stored."""
+def _record(retry: StoreRetry, outcomes: list[store.Outcome],
+            extractor: dict) -> tuple[list[store.Outcome], int, int]:
+    """Store the outcomes together; if the store refuses the group, one by one. (stored, triplets, fenced)."""
     try:
-        with sessions.begin() as session:
-            return outcome, store.record_outcomes(session, [outcome], **extractor)
-    except OperationalError:
-        raise
+        recorded = retry.run(lambda session: store.record_outcomes(session, outcomes, **extractor))
+        fenced = set(recorded.fenced)
+        return [o for o in outcomes if o.document_id not in fenced], recorded.triplets, len(fenced)
     except SQLAlchemyError as exc:
-        reason = f"the store refused the result: {getattr(exc, 'orig', None) or exc}"[:2000]
-        with sessions.begin() as session:
-            store.record_failure(session, document_id=outcome.document_id, reason=reason)
-        return store.Outcome(outcome.document_id, outcome.text, error=reason), 0
+        # A result the store refuses (say a NUL byte on PostgreSQL) must not sink the others.
+        log.warning("storing %d results together failed (%s); storing them one by one", len(outcomes), exc)
+    stored, triplets, fenced = [], 0, 0
+    for outcome in outcomes:
+        try:
+            recorded = retry.run(lambda session: store.record_outcomes(session, [outcome], **extractor))
+        except SQLAlchemyError as exc:
+            reason = f"the store refused the result: {getattr(exc, 'orig', None) or exc}"[:2000]
+            outcome = store.Outcome(outcome.document_id, outcome.text, error=reason)
+            recorded = retry.run(lambda session: store.record_outcomes(session, [outcome], **extractor))
+        fenced += len(recorded.fenced)
+        if not recorded.fenced:
+            stored.append(outcome)
+            triplets += recorded.triplets
+    return stored, triplets, fenced

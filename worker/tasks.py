@@ -1,64 +1,80 @@
-"""Thin Celery tasks: receive ids, call the pipeline, declare the retry policy."""
+"""Thin Celery tasks: check the message, call the pipeline or the trainer, decide whose fault a failure is."""
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import Any
 
 from celery import Task
-from sqlalchemy.orm import Session, sessionmaker
+from celery.exceptions import Reject
 
-from models import registry, store
-from models.db import make_session_factory
-from models.errors import RetryableError
-from models.settings import get_settings
+from celeryconfig import EXTRACT_QUEUE
+from models import registry
+from models.errors import MalformedMessageError, WorkerFault
+from worker import runtime as worker_runtime
 from worker.app import EXTRACT_TASK, PROGRESS_EVENT, TRAIN_TASK, app
-from worker.engine import get_engine
-from worker.pipeline import follow_promoted_adapter, process_documents
-from worker.training import run_training_job
+from worker.pipeline import process_documents
+from worker.runtime import EXIT_WORKER_FAULT
+from worker.training import TrainingFailed, run_training_job
 
 log = logging.getLogger(__name__)
+MAX_IDS_PER_MESSAGE = 100_000
+# Protocol-level garbage (a body that is not [args, kwargs, embed]) is dropped before a task runs.
+GUARDED_STRATEGY = "worker.message_guard:guarded_strategy"
 
 
-@lru_cache(maxsize=1)
-def _sessions() -> sessionmaker[Session]:
-    return make_session_factory(get_settings().database_url)
+def document_ids_from(value: object) -> list[int]:
+    if (not isinstance(value, list) or not value or len(value) > MAX_IDS_PER_MESSAGE
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in value)):
+        raise MalformedMessageError(f"expected a list of 1 to {MAX_IDS_PER_MESSAGE} document ids, got {value!r:.200}")
+    return value
 
 
-class ExtractTask(Task):
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        # Retries are spent: no document may stay `running` with nobody working on it.
-        document_ids = args[0] if args else kwargs.get("document_ids", [])
-        try:
-            with _sessions().begin() as session:
-                for document_id in store.unfinished_among(session, document_ids=document_ids):
-                    store.record_failure(session, document_id=document_id, reason=f"task failed: {exc}")
-        except Exception:  # the store itself may be what failed; redelivery or `requeue` recovers
-            log.exception("could not mark documents %s failed", document_ids)
+@app.task(name=EXTRACT_TASK, Strategy=GUARDED_STRATEGY)
+def extract(document_ids: object = None, *args: object, **kwargs: object) -> dict[str, int] | None:
+    try:
+        ids = document_ids_from(document_ids)
+        if args or kwargs:
+            raise MalformedMessageError(f"unexpected arguments {args!r:.100} {kwargs!r:.100}")
+    except MalformedMessageError as exc:
+        log.error("dropped a malformed %s message: %s", EXTRACT_TASK, exc)
+        return None
+    rt = worker_runtime.current()
 
+    def resend(group: list[int]) -> None:
+        extract.apply_async(args=[group], queue=EXTRACT_QUEUE)
 
-@app.task(
-    base=ExtractTask,
-    name=EXTRACT_TASK,
-    autoretry_for=(RetryableError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=5,
-)
-def extract(document_ids: list[int]) -> dict[str, int]:
-    settings = get_settings()
-    engine = get_engine(settings)
-    follow_promoted_adapter(engine, sessions=_sessions(), settings=settings)
-    report = process_documents(document_ids, engine=engine, sessions=_sessions(), max_attempts=settings.max_attempts)
+    try:
+        with rt.working():
+            rt.store.run(lambda session: rt.follower.follow(rt.engine, session))
+            report = process_documents(ids, engine=rt.engine, sessions=rt.sessions, settings=rt.settings,
+                                       owner=rt.worker_id, resend=resend, retry=rt.store, progress=rt.touch)
+    except WorkerFault as exc:
+        rt.stop(EXIT_WORKER_FAULT, str(exc))
+        raise Reject(str(exc), requeue=True) from exc
     return report.as_dict()
 
 
-@app.task(bind=True, name=TRAIN_TASK, autoretry_for=(RetryableError,), retry_backoff=True, max_retries=5)
-def train(self: Task, job_id: int) -> dict[str, int | None]:
-    # A worker killed mid-job gives the message back (acks late); the redelivered job
-    # resumes from the checkpoint its first run left in the adapter folder.
+@app.task(bind=True, name=TRAIN_TASK, Strategy=GUARDED_STRATEGY, throws=(TrainingFailed,))
+def train(self: Task, job_id: object = None, *args: object, **kwargs: object) -> dict[str, Any] | None:
+    if not isinstance(job_id, int) or isinstance(job_id, bool) or job_id <= 0 or args or kwargs:
+        log.error("dropped a malformed %s message: expected one training job id, got %r", TRAIN_TASK,
+                  (job_id, args, kwargs))
+        return None
+    rt = worker_runtime.current()
+
     def publish(progress: dict[str, Any]) -> None:
+        rt.touch()
         self.send_event(PROGRESS_EVENT, result=registry.describe_progress(progress), **progress)
 
-    return {"adapter_id": run_training_job(job_id, sessions=_sessions(), settings=get_settings(), publish=publish)}
+    try:
+        with rt.working():
+            # Raises TrainingFailed when the job ends failed, so Celery and Flower show FAILURE.
+            adapter_id = run_training_job(job_id, sessions=rt.sessions, settings=rt.settings, owner=rt.worker_id,
+                                          store=rt.store, publish=publish)
+    except WorkerFault as exc:
+        rt.stop(EXIT_WORKER_FAULT, str(exc))
+        raise Reject(str(exc), requeue=True) from exc
+    return {"adapter_id": adapter_id}
+
+
