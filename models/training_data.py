@@ -12,17 +12,22 @@ Each line's shape is detected on its own, so files may even mix them:
 * ``{"text", "triplets": [{...}, ...]}``.
 
 An unusable line is handed to ``on_error`` as ``InputError("path:line", reason)`` and
-reading goes on, as in producer.readers.
+reading goes on, as in producer.readers, which shares this module's way of opening a user's
+text file (``sniff_encoding``, ``text_stream``, ``bounded_lines``): UTF-8, or UTF-16/32 by BOM,
+one bad byte costing one line, no line held whole past a bound.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 from models.errors import InputError, ParseError
 from models.parser import parse_triplets
@@ -30,9 +35,20 @@ from models.prompt import TEMPLATES
 from models.triplet import FIELDS, Triplet
 
 TEXT_MARKER = "文本："
+SNIFF_BYTES = 8192
+# A training example is cut to max_length tokens anyway: a longer line is skipped, never held whole.
+MAX_LINE_CHARS = 4_000_000
+CHECK_LINES = 300
+INVALID_TEXT = re.compile("[\ud800-\udfff]")  # what undecodable bytes become, and JSON's lone "\ud800"
 _REQUIRED = ("subject", "predicate", "object")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _ANSWER_CUES = tuple(dict.fromkeys(template.answer_cue for template in TEMPLATES.values()))
+# UTF-32 first: its little-endian BOM begins with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
 
 ErrorHandler = Callable[[InputError], None]
 
@@ -44,35 +60,113 @@ class TrainingExample:
     source: str  # "path:line"
 
 
-def iter_training_examples(path: Path, on_error: ErrorHandler) -> Iterator[TrainingExample]:
-    """Yield the examples of the JSONL file at ``path``; report each unusable line via on_error and go on."""
+def sniff_encoding(head: bytes) -> tuple[str, str]:
+    """(codec, name for messages) of a file starting with ``head``: UTF-16/32 by their BOM, else UTF-8."""
+    for bom, codec, name in _BOMS:
+        if head.startswith(bom):
+            return codec, name
+    return "utf-8-sig", "UTF-8"
+
+
+def text_stream(binary: BinaryIO, codec: str, *, newline: str) -> io.TextIOWrapper:
+    """Decode ``binary`` lazily. A bad UTF-8 byte or a lone UTF-16 surrogate becomes a lone surrogate
+    in the text (find them with INVALID_TEXT), so it costs its own line, not the file."""
+    errors = "surrogateescape" if codec == "utf-8-sig" else "surrogatepass"
+    return io.TextIOWrapper(binary, encoding=codec, errors=errors, newline=newline)
+
+
+def bounded_lines(stream: io.TextIOWrapper, limit: int, *, ends: str = "\n") -> Iterator[str | int]:
+    """Each line of ``stream``; for a line longer than ``limit`` characters, its length instead:
+    it is read past in chunks, so a 5 GB line never sits in memory. ``ends``: the line endings
+    the stream was opened with ("\r\n" for newline="")."""
+    while line := stream.readline(limit):
+        if len(line) < limit or line[-1] in ends:
+            yield line
+            continue
+        length = len(line)
+        while (chunk := stream.readline(65536)) and chunk[-1] not in ends:
+            length += len(chunk)
+        yield length + len(chunk.rstrip("\r\n"))
+
+
+def iter_training_examples(
+    path: Path, on_error: ErrorHandler, *, max_lines: int | None = None
+) -> Iterator[TrainingExample]:
+    """Yield the examples of the JSONL file at ``path`` (of its first ``max_lines`` lines when given);
+    report each unusable line via on_error and go on."""
     path = Path(path)
     try:
-        stream = path.open("rb")
+        binary = path.open("rb")
     except FileNotFoundError:
         on_error(InputError(str(path), "no such file"))
         return
     except OSError as err:
         on_error(InputError(str(path), f"cannot read: {err.strerror or err}"))
         return
-    with stream:
-        # Binary mode with per-line decoding: one bad byte costs one line, not the file.
-        for number, raw in enumerate(stream, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            source = f"{path}:{number}"
+    with binary:
+        try:
+            codec, encoding = sniff_encoding(binary.read(SNIFF_BYTES))
+            binary.seek(0)
+            lines = bounded_lines(text_stream(binary, codec, newline="\n"), MAX_LINE_CHARS)
+            yield from _examples(islice(lines, max_lines), str(path), encoding, on_error)
+        except OSError as err:
+            on_error(InputError(str(path), f"cannot read: {err.strerror or err}"))
+
+
+def _examples(
+    lines: Iterator[str | int], path: str, encoding: str, on_error: ErrorHandler
+) -> Iterator[TrainingExample]:
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
             try:
-                line = raw.decode("utf-8")
-                if not line.strip():
-                    continue
-                text, triplets = _parse_line(line, source)
-            except UnicodeDecodeError:
-                on_error(InputError(source, "not valid UTF-8"))
-                continue
+                example = _example(line, f"{path}:{number}", encoding)
             except InputError as err:
                 on_error(err)
                 continue
-            yield TrainingExample(text, triplets, source)
+            if example is not None:
+                yield example
+    except UnicodeDecodeError:  # only UTF-16/32 can fail (a cut-off last character): the file ends there
+        on_error(InputError(f"{path}:{number + 1}", f"not valid {encoding}"))
+
+
+def _example(line: str | int, source: str, encoding: str) -> TrainingExample | None:
+    if isinstance(line, int):
+        raise InputError(source, f"line of {line:,} characters, longer than {MAX_LINE_CHARS:,}")
+    if not line.strip():
+        return None
+    if INVALID_TEXT.search(line):
+        # Undecodable bytes anywhere in the line, or JSON's escaped lone surrogates below.
+        raise InputError(source, f"not valid {encoding}")
+    text, triplets = _parse_line(line, source)
+    return TrainingExample(text, triplets, source)
+
+
+def require_examples(path: Path, *, option: str, where: str = "") -> None:
+    """Raise InputError unless ``path`` is a file with a usable example among its first CHECK_LINES lines.
+
+    ``where`` is added to path errors, e.g. that the path is as a worker elsewhere sees it."""
+    label = f"{option} {path}"
+    if not path.exists():
+        raise InputError(label, f"no such file{where}")
+    if not path.is_file():
+        raise InputError(label, f"not a file{where}")
+    problems: list[InputError] = []
+    if next(iter_training_examples(path, problems.append, max_lines=CHECK_LINES), None) is not None:
+        return
+    first = f" ({problems[0]})" if problems else " (the file is empty)"
+    raise InputError(label, f"no usable training example in its first {CHECK_LINES} lines{first}")
+
+
+def require_model_folder(path: Path, *, option: str, where: str = "") -> None:
+    """Raise InputError unless ``path`` is a model folder (one holding config.json)."""
+    label = f"{option} {path}"
+    if not path.exists():
+        raise InputError(label, f"no such folder{where}")
+    if not path.is_dir():
+        raise InputError(label, f"not a folder{where}")
+    if not (path / "config.json").is_file():
+        raise InputError(label, f"no config.json: not a model folder{where}")
 
 
 def _parse_line(line: str, source: str) -> tuple[str, tuple[Triplet, ...]]:
@@ -95,7 +189,7 @@ def _parse_line(line: str, source: str) -> tuple[str, tuple[Triplet, ...]]:
         keys = ", ".join(sorted(record)) or "none"
         raise InputError(source, f"unknown record shape (keys: {keys})")
     # JSON may escape lone surrogates ("\ud800"); such strings cannot be stored as UTF-8 later.
-    if any(_SURROGATE.search(value) for value in (text, *(v for t in triplets for v in t.key))):
+    if any(INVALID_TEXT.search(value) for value in (text, *(v for t in triplets for v in t.key))):
         raise InputError(source, "not valid UTF-8")
     return text, triplets
 

@@ -1,9 +1,11 @@
-"""Submission: stream a corpus into the store and onto the queue, in bounded memory."""
+"""Submission: check a corpus's paths, then stream it into the store and onto the queue, in bounded memory."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -13,10 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import store
 from models.errors import InputError, StoreUnavailableError
-from producer.readers import RawDocument, iter_documents
+from models.tables import Job
+from producer.readers import (
+    DEFAULT_MAX_CHARS, EXPECTED, SUFFIXES, ErrorHandler, RawDocument, iter_documents, os_reason, shown,
+)
 
 T = TypeVar("T")
 INSERT_CHUNK = 2000
+_NAME_CHARS: int = Job.__table__.c.name.type.length  # a file name may be longer (255 bytes)
 
 SendGroup = Callable[[list[int]], None]
 
@@ -26,7 +32,10 @@ class SubmitReport:
     job_id: int
     read: int = 0
     queued: int = 0
-    errors: list[InputError] = field(default_factory=list)
+    skipped_records: int = 0  # lines and rows, each reported
+    skipped_files: int = 0  # whole files (binary, unreadable) and links, each reported
+    resumed: bool = False  # this job's earlier submit was interrupted; this one finished it
+    requeued: int = 0  # its documents stored before the interruption and not finished, queued again
 
     @property
     def duplicates(self) -> int:
@@ -39,6 +48,66 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def resolve_corpus(paths: Iterable[Path | str], on_error: ErrorHandler = lambda error: None) -> list[Path]:
+    """The files to read: the given files in order, folders walked and sorted.
+
+    Raises InputError for a path that is missing, of an unsupported type, or a folder without a
+    supported file, so that nothing is stored for a command line naming one. A looping or broken
+    link inside a folder is handed to ``on_error`` and skipped.
+    """
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        try:
+            mode = path.stat().st_mode
+        except OSError as err:
+            raise InputError(shown(path), os_reason(err)) from None
+        if stat.S_ISDIR(mode):
+            found = _walk(path, on_error)
+            if not found:
+                raise InputError(shown(path), "no .txt, .jsonl or .csv file in this folder")
+            files.extend(found)
+        elif not stat.S_ISREG(mode):
+            raise InputError(shown(path), f"not a regular file or a folder ({EXPECTED})")
+        elif path.suffix.lower() not in SUFFIXES:
+            raise InputError(shown(path), f"unsupported file type '{path.suffix}' ({EXPECTED})")
+        else:
+            files.append(path)
+    return files
+
+
+def _walk(folder: Path, on_error: ErrorHandler) -> list[Path]:
+    # Linked folders are followed, each real folder once: a link back to an ancestor
+    # (dir/link -> dir) would otherwise be walked forever.
+    found: list[Path] = []
+    entered: set[tuple[int, int]] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            info = current.stat()
+            if (info.st_dev, info.st_ino) in entered:
+                on_error(InputError(shown(current), "link to a folder already read (a loop?), skipped"))
+                continue
+            entered.add((info.st_dev, info.st_ino))
+            entries = list(os.scandir(current))
+        except OSError as err:
+            on_error(InputError(shown(current), os_reason(err)))
+            continue
+        for entry in entries:
+            supported = Path(entry.name).suffix.lower() in SUFFIXES
+            try:
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                elif entry.is_file():
+                    found += [Path(entry.path)] if supported else []
+                elif supported and entry.is_symlink():
+                    on_error(InputError(shown(entry.path), "broken symbolic link"))
+            except OSError as err:  # a -> a: following the link fails
+                on_error(InputError(shown(entry.path), os_reason(err)))
+    return sorted(found)
+
+
 def submit_corpus(
     paths: Sequence[Path | str],
     *,
@@ -46,25 +115,48 @@ def submit_corpus(
     sessions: sessionmaker[Session],
     send_group: SendGroup,
     group_size: int,
+    max_chars: int = DEFAULT_MAX_CHARS,
     on_error: Callable[[InputError], None] = lambda error: None,
     on_progress: Callable[[SubmitReport], None] = lambda report: None,
     on_job: Callable[[int], None] = lambda job_id: None,
 ) -> SubmitReport:
-    """Create a job, insert its documents chunk by chunk, and queue their ids in groups.
+    """Check the paths, create a job, insert its documents chunk by chunk, and queue their ids in groups.
 
-    Each chunk is committed before its ids are sent, so a worker never sees an id the
-    database does not have yet. Texts already in the job are not queued twice.
+    A bad path raises InputError before the job exists. Each chunk is committed before its ids
+    are sent, so a worker never sees an id the database does not have yet. Texts already in
+    the job are not queued twice. A job of the same name whose submit never finished (the
+    producer was killed, the broker lost) is resumed instead of duplicated: its pending
+    documents are queued again (a copy of a message already queued is skipped by the workers).
     """
+    skipped_links: list[InputError] = []
+
+    def link_error(error: InputError) -> None:
+        skipped_links.append(error)
+        on_error(error)
+
+    files = resolve_corpus(paths, link_error)
+    file_names = {shown(file) for file in files}
     try:
+        job_name = shown(name)[:_NAME_CHARS]
         with sessions.begin() as session:
-            report = SubmitReport(job_id=store.create_job(session, name=name).id)
+            interrupted = store.interrupted_job(session, name=job_name)
+            job_id = interrupted.id if interrupted else store.create_job(session, name=job_name).id
+            pending = store.unfinished_document_ids(session, job_id=job_id) if interrupted else []
+        report = SubmitReport(job_id=job_id, skipped_files=len(skipped_links), resumed=interrupted is not None,
+                              requeued=len(pending))
         on_job(report.job_id)
+        for group in chunked(pending, group_size):
+            send_group(group)
 
         def record_error(error: InputError) -> None:
-            report.errors.append(error)
+            # A file's own problems name the file alone; a record's name its line.
+            if error.source in file_names:
+                report.skipped_files += 1
+            else:
+                report.skipped_records += 1
             on_error(error)
 
-        for chunk in chunked(iter_documents(paths, record_error), INSERT_CHUNK):
+        for chunk in chunked(iter_documents(files, record_error, max_chars=max_chars), INSERT_CHUNK):
             with sessions.begin() as session:
                 ids = store.add_documents(session, job_id=report.job_id, documents=_as_new(chunk))
             for group in chunked(ids, group_size):

@@ -1,21 +1,32 @@
-"""Tests for producer.readers: formats, folders, bad input and streaming."""
+"""Tests for producer.readers and producer.submit.resolve_corpus: formats, encodings, folders,
+hostile input, streaming. The same cases through the CLI are in test_hostile_input.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import struct
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
 
 from models.errors import InputError
 from producer.readers import RawDocument, iter_documents
+from producer.submit import resolve_corpus
 
 
-def read(*paths: Path | str) -> tuple[list[RawDocument], list[InputError]]:
+def read(*paths: Path | str, max_chars: int = 1_000_000) -> tuple[list[RawDocument], list[InputError]]:
+    """Documents and errors of the files and folders ``paths``, as `triplets submit` reads them."""
     errors: list[InputError] = []
-    documents = list(iter_documents(paths, errors.append))
+    documents = list(iter_documents(resolve_corpus(paths, errors.append), errors.append, max_chars=max_chars))
     return documents, errors
+
+
+def messages(errors: list[InputError]) -> list[str]:
+    return [str(e) for e in errors]
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -29,8 +40,8 @@ def write(path: Path, content: str | bytes) -> Path:
 # --- .txt -------------------------------------------------------------------
 
 
-def test_txt_one_document_per_line_blank_lines_skipped(tmp_path: Path) -> None:
-    path = write(tmp_path / "a.txt", "  周杰伦出生于台湾。 \n\n   \n《七里香》是周杰伦的专辑。\r\n")
+def test_txt_one_document_per_line_empty_lines_skipped_silently(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.txt", "  周杰伦出生于台湾。 \n\n\r\n《七里香》是周杰伦的专辑。\r\n")
     documents, errors = read(path)
     assert errors == []
     assert documents == [
@@ -116,9 +127,9 @@ def test_jsonl_bad_lines_are_reported_and_skipped(tmp_path: Path) -> None:
     assert reasons[1:] == [
         "expected a JSON object",
         "missing 'text'",
-        "'text' must be a non-empty string",
-        "'text' must be a non-empty string",
-        "'text' must be a non-empty string",
+        "'text' is empty",
+        "'text' must be a string",
+        "'text': no visible text",
     ]
 
 
@@ -146,7 +157,7 @@ def test_jsonl_rejects_lone_surrogate_escape(tmp_path: Path) -> None:
     path = write(tmp_path / "s.jsonl", '{"text": "a\\ud800b"}\n{"text": "ok"}\n')
     documents, errors = read(path)
     assert [d.text for d in documents] == ["ok"]
-    assert [str(e) for e in errors] == [f"{path}:1: not valid UTF-8"]
+    assert [str(e) for e in errors] == [f"{path}:1: 'text': not valid UTF-8"]
 
 
 # --- .csv -------------------------------------------------------------------
@@ -188,15 +199,12 @@ def test_csv_bom_header_and_bad_utf8_row(tmp_path: Path) -> None:
     assert [str(e) for e in errors] == [f"{path}:3: not valid UTF-8"]
 
 
-def test_csv_malformed_row_is_reported_and_rest_read(tmp_path: Path) -> None:
-    huge = "x" * 200_000  # over csv.field_size_limit(), so the csv module raises csv.Error
+def test_csv_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path: Path) -> None:
+    huge = "长" * 200_000  # over csv.field_size_limit()'s default, under TRIPLETS_MAX_DOCUMENT_CHARS
     path = write(tmp_path / "big.csv", f'text\nfirst\n"{huge}"\nlast\n')
     documents, errors = read(path)
-    assert [d.text for d in documents] == ["first", "last"]
-    assert documents[1].source == f"{path}:4"
-    assert len(errors) == 1
-    assert errors[0].source == f"{path}:3"
-    assert "field larger than field limit" in errors[0].reason
+    assert errors == []
+    assert [d.text for d in documents] == ["first", huge, "last"]
 
 
 # --- paths and folders ------------------------------------------------------
@@ -225,21 +233,185 @@ def test_explicit_paths_keep_given_order(tmp_path: Path) -> None:
     assert [d.text for d in documents] == ["from z", "from a"]
 
 
-def test_explicit_unsupported_suffix_is_reported(tmp_path: Path) -> None:
-    bad = write(tmp_path / "data.xyz", "text\n")
+def test_bad_paths_are_refused_before_anything_is_read(tmp_path: Path) -> None:
     good = write(tmp_path / "ok.txt", "fine\n")
-    documents, errors = read(bad, good)
-    assert [d.text for d in documents] == ["fine"]
-    assert [str(e) for e in errors] == [f"{bad}: unsupported file type '.xyz' (expected .txt, .jsonl or .csv)"]
+    write(tmp_path / "empty" / "notes.md", "no corpus here\n")
+    bad = {
+        tmp_path / "nope.txt": "no such file or directory",
+        write(tmp_path / "data.xyz", "text\n"): "unsupported file type '.xyz' (expected .txt, .jsonl or .csv)",
+        tmp_path / "empty": "no .txt, .jsonl or .csv file in this folder",
+    }
+    for path, reason in bad.items():
+        with pytest.raises(InputError) as caught:
+            resolve_corpus([good, path])
+        assert str(caught.value) == f"{path}: {reason}"
 
 
-def test_missing_path_is_reported_and_others_still_read(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.txt"
+def test_iter_documents_reports_an_unreadable_file_and_goes_on(tmp_path: Path) -> None:
     good = write(tmp_path / "ok.txt", "fine\n")
-    documents, errors = read(missing, good)
+    errors: list[InputError] = []
+    documents = list(iter_documents([tmp_path / "gone.txt", tmp_path / "x.xyz", good], errors.append))
     assert [d.text for d in documents] == ["fine"]
-    assert [str(e) for e in errors] == [f"{missing}: no such file or directory"]
-    assert isinstance(errors[0], InputError)
+    assert messages(errors) == [
+        f"{tmp_path / 'gone.txt'}: no such file or directory",
+        f"{tmp_path / 'x.xyz'}: unsupported file type '.xyz' (expected .txt, .jsonl or .csv)",
+    ]
+
+
+def test_symlink_loops_are_reported_once_and_the_rest_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write(root / "a.txt", "甲\n")
+    write(root / "sub" / "b.txt", "乙\n")
+    (root / "self").symlink_to("self")  # a -> a
+    (root / "sub" / "up").symlink_to(root)  # dir/link -> an ancestor
+    (root / "gone.txt").symlink_to(tmp_path / "missing.txt")
+    documents, errors = read(root)
+    assert [d.text for d in documents] == ["甲", "乙"]
+    assert sorted(messages(errors)) == [
+        f"{root / 'gone.txt'}: broken symbolic link",
+        f"{root / 'self'}: symbolic link loop",
+        f"{root / 'sub' / 'up'}: link to a folder already read (a loop?), skipped",
+    ]
+
+
+def test_linked_folders_and_files_are_followed(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write(elsewhere / "x.txt", "外\n")
+    root = tmp_path / "corpus"
+    write(root / "a.txt", "内\n")
+    (root / "linked").symlink_to(elsewhere)
+    (root / "z.txt").symlink_to(elsewhere / "x.txt")
+    documents, errors = read(root)
+    assert errors == []
+    assert [d.text for d in documents] == ["内", "外", "外"]  # the store drops the repeat
+
+
+def test_undecodable_file_name_is_shown_with_a_replacement_character(tmp_path: Path) -> None:
+    path = write(tmp_path / os.fsdecode(b"bad\xff.txt"), "好\n \n")
+    documents, errors = read(path)
+    assert documents[0].external_id == "bad\ufffd.txt:1"
+    assert messages(errors) == [f"{tmp_path}/bad\ufffd.txt:2: no visible text"]
+    "".join(messages(errors)).encode("utf-8")  # printable and storable: no lone surrogates
+
+
+# --- hostile lines ----------------------------------------------------------
+
+INVISIBLE = [" \t ", "\u3000", "\u200b", "\u200b\u200c\u200d", "\u2060", "\ufeff", "\x01\x02", "\x7f\u200b"]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_lines_without_visible_text_are_reported_line_by_line(tmp_path: Path, suffix: str) -> None:
+    values = ["前", *INVISIBLE, "后"]
+    if suffix == ".txt":
+        body, first, label = "\n".join(values), 1, ""
+    elif suffix == ".jsonl":
+        body, first, label = "\n".join(json.dumps({"text": v}) for v in values), 1, "'text': "
+    else:
+        body, first, label = "text\n" + "\n".join(f'"{v}"' for v in values), 2, "'text': "
+    path = write(tmp_path / f"v{suffix}", body + "\n")
+    documents, errors = read(path)
+    assert [d.text for d in documents] == ["前", "后"]
+    lines = range(first + 1, first + 1 + len(INVISIBLE))
+    assert messages(errors) == [f"{path}:{n}: {label}no visible text" for n in lines]
+
+
+def test_nul_bytes_cost_their_line_only(tmp_path: Path) -> None:
+    txt = write(tmp_path / "n.txt", "好\na\x00b\n也好\n")
+    jsonl = write(tmp_path / "n.jsonl", '{"text": "a\\u0000b"}\n{"text": "ok", "id": "x\\u0000"}\n{"text": "甲"}\n')
+    csv_file = write(tmp_path / "n.csv", "id,text\n1,a\x00b\n2\x00,c\n3,乙\n")
+    documents, errors = read(txt, jsonl, csv_file)
+    assert [d.text for d in documents] == ["好", "也好", "甲", "乙"]
+    assert messages(errors) == [
+        f"{txt}:2: contains NUL bytes",
+        f"{jsonl}:1: 'text': contains NUL bytes",
+        f"{jsonl}:2: 'id': contains NUL bytes",
+        f"{csv_file}:2: 'text': contains NUL bytes",
+        f"{csv_file}:3: 'id': contains NUL bytes",
+    ]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_with_a_bom_are_decoded(tmp_path: Path, codec: str) -> None:
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(codec, b"")
+    def encode(text: str) -> bytes:
+        return bom + text.encode(codec)
+    txt = write(tmp_path / "w.txt", encode("第一行\r\n\r\n第二行 \r\n"))
+    jsonl = write(tmp_path / "w.jsonl", encode('{"text": "甲", "id": "j1"}\r\n{"text": "乙"}\r\n'))
+    csv_file = write(tmp_path / "w.csv", encode('id,text\r\nc1,"多\r\n行"\r\nc2,丙\r\n'))
+    documents, errors = read(txt, jsonl, csv_file)
+    assert errors == []
+    assert [(d.text, d.external_id) for d in documents] == [
+        ("第一行", "w.txt:1"), ("第二行", "w.txt:3"), ("甲", "j1"), ("乙", "w.jsonl:2"), ("多\r\n行", "c1"),
+        ("丙", "c2"),
+    ]
+
+
+def test_broken_utf16_costs_a_line_or_the_cut_off_end(tmp_path: Path) -> None:
+    lone_surrogate = b"\x00\xd8"  # UTF-16-LE of U+D800 alone
+    content = b"\xff\xfe" + "好\n".encode("utf-16-le") + lone_surrogate + "\n也好\n末".encode("utf-16-le") + b"\x00"
+    path = write(tmp_path / "u.txt", content)
+    documents, errors = read(path)
+    assert [d.text for d in documents] == ["好", "也好"]
+    assert messages(errors) == [f"{path}:2: not valid UTF-16", f"{path}:4: not valid UTF-16"]
+
+
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(range(48)) for _ in range(16)))
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "content", [tiny_png(), b"\x00\x01" + random.Random(0).randbytes(50_000)], ids=["png", "random"]
+)
+def test_binary_file_renamed_txt_is_one_message(tmp_path: Path, content: bytes) -> None:
+    binary = write(tmp_path / "image.txt", content)
+    good = write(tmp_path / "good.txt", "正文\n")
+    documents, errors = read(binary, good)
+    assert [d.text for d in documents] == ["正文"]
+    assert messages(errors) == [f"{binary}: binary file, not text"]
+
+
+# --- records over TRIPLETS_MAX_DOCUMENT_CHARS -------------------------------
+
+
+def test_record_at_the_limit_is_read_one_over_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path / "l.txt", f"{'a' * 100}\n  {'b' * 101}  \n{'c' * 5}\n")
+    jsonl = write(tmp_path / "l.jsonl", json.dumps({"text": "中" * 101}) + "\n" + json.dumps({"text": "中" * 100}) + "\n")
+    csv_file = write(tmp_path / "l.csv", f"text\n{'x' * 101}\nok\n")
+    documents, errors = read(path, jsonl, csv_file, max_chars=100)
+    assert [len(d.text) for d in documents] == [100, 5, 100, 2]
+    over = "more than TRIPLETS_MAX_DOCUMENT_CHARS (100)"
+    assert messages(errors) == [
+        f"{path}:2: 101 characters, {over}",
+        f"{jsonl}:1: 'text': 101 characters, {over}",
+        f"{csv_file}:2: 'text': 101 characters, {over}",
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_5mb_line_is_skipped_without_holding_it(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"huge{suffix}"
+    with path.open("w", encoding="utf-8") as out:
+        out.write("text\n" if suffix == ".csv" else "")
+        out.write(json.dumps({"text": "前"}, ensure_ascii=False) + "\n" if suffix == ".jsonl" else "前\n")
+        out.write("x" * 5_000_000 + "\n")
+        out.write(json.dumps({"text": "后"}, ensure_ascii=False) + "\n" if suffix == ".jsonl" else "后\n")
+    errors: list[InputError] = []
+    tracemalloc.start()
+    try:
+        documents = [d.text for d in iter_documents([path], errors.append, max_chars=1000)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert documents == ["前", "后"]
+    line = 3 if suffix == ".csv" else 2
+    length = "5,000,000 characters" if suffix == ".txt" else "line of 5,000,000 characters"
+    assert messages(errors) == [f"{path}:{line}: {length}, more than TRIPLETS_MAX_DOCUMENT_CHARS (1,000)"]
+    assert peak < 1_000_000
 
 
 # --- streaming --------------------------------------------------------------
