@@ -9,6 +9,11 @@ COPY producer producer
 COPY worker worker
 COPY migrations migrations
 RUN pip install --no-cache-dir ".[${EXTRAS}]"
-RUN useradd --create-home triplets
+# The adapter registry. A named volume mounted here starts with this folder's owner, so the
+# training worker, running as `triplets`, can write adapters into it.
+RUN useradd --create-home triplets \
+    && mkdir /adapters \
+    && chown triplets:triplets /adapters
+ENV TRIPLETS_ADAPTER_REGISTRY=/adapters
 USER triplets
 ENTRYPOINT ["triplets"]
