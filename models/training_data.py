@@ -12,44 +12,30 @@ Each line's shape is detected on its own, so files may even mix them:
 * ``{"text", "triplets": [{...}, ...]}``.
 
 An unusable line is handed to ``on_error`` as ``InputError("path:line", reason)`` and
-reading goes on, as in producer.readers, which shares this module's way of opening a user's
-text file (``sniff_encoding``, ``text_stream``, ``bounded_lines``): UTF-8, or UTF-16/32 by BOM,
-one bad byte costing one line, no line held whole past a bound.
+reading goes on, as in producer.readers; both open a user's text file through
+``models.textfile``.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO
 
 from models.errors import InputError, ParseError
 from models.parser import parse_triplets
 from models.prompt import TEMPLATES
+from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
 from models.triplet import FIELDS, Triplet
 
 TEXT_MARKER = "文本："
-SNIFF_BYTES = 8192
 # A training example is cut to max_length tokens anyway: a longer line is skipped, never held whole.
 MAX_LINE_CHARS = 4_000_000
 CHECK_LINES = 300
-INVALID_TEXT = re.compile("[\ud800-\udfff]")  # what undecodable bytes become, and JSON's lone "\ud800"
 _REQUIRED = ("subject", "predicate", "object")
 _ANSWER_CUES = tuple(dict.fromkeys(template.answer_cue for template in TEMPLATES.values()))
-# UTF-32 first: its little-endian BOM begins with UTF-16's.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
-    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
-    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
-    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
-)
-
 ErrorHandler = Callable[[InputError], None]
 
 
@@ -58,35 +44,6 @@ class TrainingExample:
     text: str
     triplets: tuple[Triplet, ...]
     source: str  # "path:line"
-
-
-def sniff_encoding(head: bytes) -> tuple[str, str]:
-    """(codec, name for messages) of a file starting with ``head``: UTF-16/32 by their BOM, else UTF-8."""
-    for bom, codec, name in _BOMS:
-        if head.startswith(bom):
-            return codec, name
-    return "utf-8-sig", "UTF-8"
-
-
-def text_stream(binary: BinaryIO, codec: str, *, newline: str) -> io.TextIOWrapper:
-    """Decode ``binary`` lazily. A bad UTF-8 byte or a lone UTF-16 surrogate becomes a lone surrogate
-    in the text (find them with INVALID_TEXT), so it costs its own line, not the file."""
-    errors = "surrogateescape" if codec == "utf-8-sig" else "surrogatepass"
-    return io.TextIOWrapper(binary, encoding=codec, errors=errors, newline=newline)
-
-
-def bounded_lines(stream: io.TextIOWrapper, limit: int, *, ends: str = "\n") -> Iterator[str | int]:
-    """Each line of ``stream``; for a line longer than ``limit`` characters, its length instead:
-    it is read past in chunks, so a 5 GB line never sits in memory. ``ends``: the line endings
-    the stream was opened with ("\r\n" for newline="")."""
-    while line := stream.readline(limit):
-        if len(line) < limit or line[-1] in ends:
-            yield line
-            continue
-        length = len(line)
-        while (chunk := stream.readline(65536)) and chunk[-1] not in ends:
-            length += len(chunk)
-        yield length + len(chunk.rstrip("\r\n"))
 
 
 def iter_training_examples(

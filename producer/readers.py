@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from models.errors import InputError
 from models.settings import Settings
-from models.training_data import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
+from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
 
 if TYPE_CHECKING:
     from _csv import _reader as CsvReader

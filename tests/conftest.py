@@ -63,3 +63,23 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo-model")
     stats = train_to_extract(out, load_demo_examples(), load_demo_schema(), seed=0)
     return out, stats
+
+
+FAULT_TABLE = pytest.StashKey[list]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[FAULT_TABLE] = []
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """The fault suite's table (tests/faults), printed with the test results."""
+    rows = config.stash.get(FAULT_TABLE, [])
+    if rows:
+        from tests.faults.stack import write_report
+
+        path = Path(str(config.rootpath)) / ".triplets" / "faults.json"
+        path.parent.mkdir(exist_ok=True)
+        terminalreporter.write_sep("=", "fault injection: documents per scenario")
+        terminalreporter.write_line(write_report(rows, path))
+        terminalreporter.write_line(f"(JSON: {path})")

@@ -13,11 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import registry
 from models.errors import ConfigError, NotFoundError
-from models.settings import load_settings
 from models.train_config import parse_train_config
-from tests.fakes import ScriptedEngine
 from tests.workers import worker_env
-from worker.pipeline import AdapterFollower
 
 
 def make_adapter(folder: Path, *, weights: str = registry.ADAPTER_WEIGHTS, config: bool = True) -> Path:

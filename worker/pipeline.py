@@ -28,6 +28,7 @@ from worker.store_retry import StoreRetry
 log = logging.getLogger(__name__)
 
 Resend = Callable[[list[int]], None]
+RELEASE_PATIENCE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,29 +91,46 @@ def process_documents(
     claim = retry.run(lambda session: claims.claim_documents(
         session, document_ids=document_ids, owner=owner, lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts))
-    for group in claim.resend:
-        resend(group)
-    if claim.resend:
-        log.warning("%d documents lost with a dead worker queued again in %d smaller groups",
-                    sum(map(len, claim.resend)), len(claim.resend))
+    _resend(claim.resend, resend)
     claimed = claim.documents
     if not claimed:
         return GroupReport(0, 0, claim.failed, 0, sum(map(len, claim.resend)), claim.held_elsewhere)
-    progress()
     try:
+        progress()
         extractions = extract_isolating(engine, [doc.text for doc in claimed], progress)
-    except WorkerFault:
-        retry.run(lambda session: claims.release_documents(session, document_ids=[d.id for d in claimed], owner=owner))
+        outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
+        extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version,
+                     "owner": owner}
+        outcomes, triplets, fenced = _record(retry, outcomes, extractor)
+    except BaseException:
+        # Nobody's documents stay held by a worker that is not working on them: given back
+        # uncharged (and, with no message left, queued again once the queue is idle). If the
+        # database is what failed, the lease runs out and the takeover does it instead.
+        try:
+            StoreRetry(sessions, patience_s=RELEASE_PATIENCE_S).run(lambda session: claims.release_documents(
+                session, document_ids=[d.id for d in claimed], owner=owner))
+        except WorkerFault:
+            log.warning("could not give back %d documents; their lease will run out", len(claimed))
         raise
-    outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
-    extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version,
-                 "owner": owner}
-    outcomes, triplets, fenced = _record(retry, outcomes, extractor)
     if fenced:
         log.warning("%d documents were taken over by another worker meanwhile; their results were dropped", fenced)
     done = sum(outcome.error is None for outcome in outcomes)
     return GroupReport(len(claimed), done, len(outcomes) - done + claim.failed, triplets,
                        sum(map(len, claim.resend)), claim.held_elsewhere + fenced)
+
+
+def _resend(groups: list[list[int]], resend: Resend) -> None:
+    """Queue lost documents again in smaller groups; if the broker refuses, the takeover pass finds them."""
+    try:
+        for group in groups:
+            resend(group)
+    except Exception as exc:  # noqa: BLE001 - they are pending in the store, nothing is lost
+        log.warning("could not queue %d lost documents again (%s); they wait for the next takeover pass",
+                    sum(map(len, groups)), type(exc).__name__)
+    else:
+        if groups:
+            log.warning("%d documents lost with a dead worker queued again in %d smaller groups",
+                        sum(map(len, groups)), len(groups))
 
 
 def extract_isolating(engine: ExtractionEngine, texts: Sequence[str],

@@ -15,7 +15,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +33,7 @@ LOCK_KEY = "triplets:takeover-lock"
 # kombu's Redis transport: messages delivered but not acknowledged, and when they were delivered.
 UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"
 PRIORITY_SEPARATOR, PRIORITY_STEPS = "\x06\x16", (3, 6, 9)
+PendingIds = Callable[..., list[int]]  # (session, *, created_before) -> ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +77,27 @@ class Takeover:
         return report
 
     def _requeue_unsent_documents(self) -> int:
-        in_flight = self._idle_queue_in_flight(EXTRACT_QUEUE)
-        if in_flight is None:
-            return 0
-        cutoff = self._cutoff()
-        pending = self.store.run(lambda session: claims.pending_document_ids(
-            session, created_before=workers.database_now(session) - cutoff))
-        orphans = [document_id for document_id in pending if document_id not in in_flight]
-        size = self.settings.task_group_size
-        for start in range(0, len(orphans), size):
-            self._send(EXTRACT_TASK, EXTRACT_QUEUE, orphans[start:start + size])
-        return len(orphans)
+        return self._requeue_unsent(EXTRACT_QUEUE, EXTRACT_TASK, claims.pending_document_ids,
+                                    group=self.settings.task_group_size)
 
     def _requeue_unsent_training_jobs(self) -> int:
-        in_flight = self._idle_queue_in_flight(TRAIN_QUEUE)
+        return self._requeue_unsent(TRAIN_QUEUE, TRAIN_TASK, claims.pending_training_job_ids, group=None)
+
+    def _requeue_unsent(self, queue: str, task: str, pending_ids: PendingIds, *, group: int | None) -> int:
+        """Queue again pending work that no message waiting or in flight carries; how much."""
+        in_flight = self._idle_queue_in_flight(queue)
         if in_flight is None:
             return 0
         cutoff = self._cutoff()
-        pending = self.store.run(lambda session: claims.pending_training_job_ids(
+        pending = self.store.run(lambda session: pending_ids(
             session, created_before=workers.database_now(session) - cutoff))
-        orphans = [job_id for job_id in pending if job_id not in in_flight]
-        for job_id in orphans:
-            self._send(TRAIN_TASK, TRAIN_QUEUE, job_id)
+        orphans = [item for item in pending if item not in in_flight]
+        if group is None:  # one id per message
+            for item in orphans:
+                self._send(task, queue, item)
+        else:
+            for start in range(0, len(orphans), group):
+                self._send(task, queue, orphans[start:start + group])
         return len(orphans)
 
     def _cutoff(self) -> timedelta:
