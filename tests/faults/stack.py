@@ -21,8 +21,8 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devkit.assets import demo_model_path
 from models.db import make_session_factory
-from models.demo import demo_model_path
 from models.migrate import upgrade
 from models.tables import Document, Status, TripletRow, Worker
 from tests.faults.services import PostgresCluster, RedisServer, wait_until
@@ -181,10 +181,10 @@ def clean_triplets(stack: Stack) -> dict[str, Triplets]:
 
 def write_report(rows: list[Row], path: Path) -> str:
     path.write_text(json.dumps([asdict(row) for row in rows], ensure_ascii=False, indent=2), encoding="utf-8")
-    header = f"{'scenario':<52} {'submitted':>9} {'done':>5} {'failed':>6} {'lost':>5} {'dup':>4} {'differ':>6} {'s':>6}"
+    header = f"{'scenario':<64} {'submitted':>9} {'done':>5} {'failed':>6} {'lost':>5} {'dup':>4} {'differ':>6} {'s':>6}"
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row.scenario:<52} {row.submitted:>9} {row.done:>5} {row.failed:>6} {row.lost:>5} "
+        lines.append(f"{row.scenario:<64} {row.submitted:>9} {row.done:>5} {row.failed:>6} {row.lost:>5} "
                      f"{row.duplicated:>4} {row.differ_from_clean:>6} {row.seconds:>6.1f}")
         lines.extend(f"{'':<4}failed: {reason}" for reason in row.reasons)
         if row.note:
