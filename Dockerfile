@@ -7,6 +7,7 @@ COPY pyproject.toml README.md celeryconfig.py ./
 COPY models models
 COPY producer producer
 COPY worker worker
+COPY devkit devkit
 COPY migrations migrations
 RUN pip install --no-cache-dir ".[${EXTRAS}]"
 # The adapter registry. A named volume mounted here starts with this folder's owner, so the

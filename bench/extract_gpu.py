@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from models.demo import demo_schema_path, load_demo_schema  # noqa: E402
+from devkit.assets import demo_schema_path, load_demo_schema  # noqa: E402
 from models.prompt import get_template  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
@@ -67,16 +67,16 @@ def build_model(folder: Path, shape: dict[str, Any], texts: list[str], device: s
     from peft import LoraConfig, get_peft_model
     from transformers import GlmForCausalLM
 
-    from worker.tiny_model import _glm_config, _save, build_tokenizer, pad_vocabulary
+    from devkit.tiny import build_tokenizer, glm_config, pad_vocabulary, save_model
 
     schema = load_demo_schema()
     template = get_template("v1")
     tokenizer = build_tokenizer([template.plain(text, schema) for text in texts])
     if shape["vocab_size"]:
         pad_vocabulary(tokenizer, shape["vocab_size"])
-    config = _glm_config(tokenizer, shape["hidden_size"], shape["num_layers"], shape["num_heads"],
-                         shape["num_kv_heads"], shape["intermediate_size"],
-                         tie_word_embeddings=shape["tie_word_embeddings"])
+    config = glm_config(tokenizer, hidden_size=shape["hidden_size"], num_layers=shape["num_layers"],
+                        num_heads=shape["num_heads"], num_kv_heads=shape["num_kv_heads"],
+                        intermediate_size=shape["intermediate_size"], tie_word_embeddings=shape["tie_word_embeddings"])
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build in the final dtype: a 6B model in fp32 is 25 GB
@@ -86,7 +86,7 @@ def build_model(folder: Path, shape: dict[str, Any], texts: list[str], device: s
             model = GlmForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(previous)
-    base = _save(model, tokenizer, folder / "base")
+    base = save_model(model, tokenizer, folder / "base")
     lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, init_lora_weights="gaussian",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     lora.save_pretrained(folder / "adapter")
@@ -133,33 +133,25 @@ def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> d
     step's wall time the GPU spends running kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    prompts = [engine._prompts_for(i, text)[0] for i, text in enumerate(texts)]
-    config = engine.generation_config
+    prompts = [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(texts)]
     key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     totals: list[dict[str, tuple[int, float]]] = []
     walls: list[float] = []
     kernels: list[float] = []
-    settings = engine.settings
-    try:
-        for new_tokens in (1, steps + 1):
-            engine.generation_config = config.__class__(
-                **{**config.to_dict(), "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
-            )
-            engine.settings = settings.model_copy(update={"max_new_tokens": new_tokens, "min_new_tokens": new_tokens})
-            engine._generate(prompts)  # warm-up at this length
-            started = time.perf_counter()
-            engine._generate(prompts)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            walls.append(time.perf_counter() - started)
-            with profile(activities=activities) as prof:
-                engine._generate(prompts)
-            averages = prof.key_averages()
-            totals.append({e.key: (e.count, getattr(e, key)) for e in averages})
-            kernels.append(sum(e.self_device_time_total for e in averages if str(e.device_type).endswith("CUDA")))
-    finally:
-        engine.generation_config, engine.settings = config, settings
+    for new_tokens in (1, steps + 1):
+        forced = engine.with_config(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        forced.decode(prompts)  # warm-up at this length
+        started = time.perf_counter()
+        forced.decode(prompts)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - started)
+        with profile(activities=activities) as prof:
+            forced.decode(prompts)
+        averages = prof.key_averages()
+        totals.append({e.key: (e.count, getattr(e, key)) for e in averages})
+        kernels.append(sum(e.self_device_time_total for e in averages if str(e.device_type).endswith("CUDA")))
     prefill, full = totals
     per_step = [
         {"op": op, "calls_per_step": (count - prefill.get(op, (0, 0))[0]) / steps,
@@ -275,7 +267,7 @@ def main() -> None:
         report["build_seconds"] = time.perf_counter() - started
         engine = make_engine(base, adapter, device, "4bit" if device != "cpu" else "fp32", 1, args.new_tokens)
         precision = "4bit" if device != "cpu" else "fp32"
-        report["prompt_tokens_mean"] = sum(len(engine._encode(t)) for t in texts) / len(texts)
+        report["prompt_tokens_mean"] = sum(len(engine.prompts.encode(t)) for t in texts) / len(texts)
         report["params"] = param_count(SHAPES[args.shape], len(engine.tokenizer))
         if "origin" in variants:
             timed_extract(engine, texts[:1], one_at_a_time=True)  # warm-up
@@ -283,23 +275,24 @@ def main() -> None:
                    timed_extract(engine, texts[: args.origin_docs], one_at_a_time=True), engine)
         for loop in args.decode_loops.split(",") if "4bit" in variants else ():
             for batch in (int(b) for b in args.batch_sizes.split(",")):
-                engine.settings = engine.settings.model_copy(update={"max_batch_size": batch, "decode_loop": loop})
+                batched = engine.with_config(max_batch_size=batch, decode_loop=loop)
                 if args.warm_batches:  # one full-size batch first, as the Celery run gets
                     started = time.perf_counter()
-                    timed_extract(engine, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
+                    timed_extract(batched, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
                     report.setdefault("warmup_seconds", {})[f"{loop} {batch}"] = time.perf_counter() - started
                 record(f"engine ({loop})", precision, batch, len(texts),
-                       timed_extract(engine, texts, one_at_a_time=False), engine)
+                       timed_extract(batched, texts, one_at_a_time=False), batched)
         if "profile" in variants:
             batch = max(int(b) for b in args.batch_sizes.split(","))
+            profiled = engine.with_config(max_batch_size=batch, decode_loop=args.decode_loops.split(",")[-1])
             report["decode_profile"] = {"batch": batch, "steps": args.profile_steps,
-                                        "decode_loop": engine.settings.decode_loop,
-                                        **profile_decode(engine, texts[:batch], args.profile_steps)}
+                                        "decode_loop": profiled.config.decode_loop,
+                                        **profile_decode(profiled, texts[:batch], args.profile_steps)}
         del engine
         free_memory()
         if "bf16" in variants and device != "cpu":
-            engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens)
-            engine.settings = engine.settings.model_copy(update={"decode_loop": args.bf16_loop})
+            engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens).with_config(
+                decode_loop=args.bf16_loop)
             timed_extract(engine, [t + "（预热）" for t in texts[: args.bf16_batch]], one_at_a_time=False)  # warm-up
             record(f"engine ({args.bf16_loop}), LoRA merged", "bf16", args.bf16_batch, len(texts),
                    timed_extract(engine, texts, one_at_a_time=False), engine)

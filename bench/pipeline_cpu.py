@@ -26,7 +26,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.demo import demo_model_path  # noqa: E402
+from devkit.assets import demo_model_path  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from worker.app import create_app  # noqa: E402
 

@@ -24,8 +24,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.services import postgres_database, redis_server  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
-from tests.services import postgres_database, redis_server  # noqa: E402
 
 BENCH_REDIS_DB = 14
 NAMES = "张王李赵刘陈杨黄周吴徐孙胡朱高林何郭马罗"

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.extract_gpu import SHAPES, build_model, free_memory, make_texts, save, versions  # noqa: E402
-from models.demo import demo_schema_path  # noqa: E402
-from models.synth import write_duie_jsonl  # noqa: E402
+from devkit.assets import demo_schema_path  # noqa: E402
+from models.duie import write_jsonl  # noqa: E402
 from models.train_config import parse_train_config  # noqa: E402
 from models.triplet import Triplet  # noqa: E402
 from worker.trainer import train_adapter  # noqa: E402
@@ -98,7 +98,7 @@ def main() -> None:
         samples_needed = args.steps * 16 * 2
         texts = make_texts(samples_needed, args.text_chars, seed=1)
         data = Path(tmp) / "train.jsonl"
-        write_duie_jsonl(data, [(text, gold(text)) for text in texts])
+        write_jsonl(data, [(text, gold(text)) for text in texts])
         base, _ = build_model(Path(tmp), SHAPES[args.shape], texts, device)
         report["tokens_per_sample"] = mean_tokens(base, data)
         for variant in args.variants.split(","):

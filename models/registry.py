@@ -1,8 +1,7 @@
 """The adapter registry and training jobs: keyword-only store functions over a Session.
 
 Adapter folders live under one registry folder; a stored path is relative to it and is
-resolved so that it can never point outside it. ``check_adapter_folder`` is the one test of
-what a loadable adapter folder holds, shared by promotion and the engine (no torch here).
+resolved so that it can never point outside it (``models.adapter_files``).
 """
 
 from __future__ import annotations
@@ -13,61 +12,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from models.errors import ConfigError, NotFoundError
+from models.adapter_files import (  # noqa: F401 - the registry's API includes its folder rules
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, PICKLED_WEIGHTS, check_adapter_folder, model_key, registered_adapter_folder,
+    resolve_adapter_path,
+)
+from models.errors import NotFoundError
 from models.tables import Adapter, Status, TrainingJob, utcnow
-
-
-def model_key(base_model: Path | str) -> str:
-    """How adapters and triplets name a base model: its resolved folder."""
-    return str(Path(base_model).expanduser().resolve())
-
-
-# PEFT's file names. Only safetensors: adapter_model.bin is a pickle, and unpickling runs code.
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PICKLED_WEIGHTS = "adapter_model.bin"
-
-
-def resolve_adapter_path(registry: Path, relative: str) -> Path:
-    """The adapter folder inside ``registry``; anything that would leave it is refused.
-
-    ``resolve`` follows symlinks, so a link inside the registry pointing elsewhere is refused too.
-    """
-    root = registry.resolve()
-    path = (root / relative).resolve()
-    if not _inside(root, path):
-        raise ConfigError(f"adapter path {relative!r} escapes the registry folder {root}")
-    return path
-
-
-def check_adapter_folder(path: Path) -> Path:
-    """``path`` if it is a folder holding a LoRA adapter's config and safetensors weights.
-
-    Pure file checks, so the producer (promotion) and the engine (loading) refuse the same folders.
-    """
-    if not path.is_dir():
-        raise ConfigError(f"adapter folder {path} does not exist")
-    missing = [name for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (path / name).is_file()]
-    if missing:
-        pickled = ADAPTER_WEIGHTS in missing and (path / PICKLED_WEIGHTS).exists()
-        reason = f" ({PICKLED_WEIGHTS} is a pickle and is never loaded: save with safetensors)" if pickled else ""
-        raise ConfigError(f"adapter folder {path} lacks {' and '.join(missing)}{reason}")
-    return path
-
-
-def registered_adapter_folder(registry: Path, relative: str) -> Path:
-    """A registered adapter's folder: inside the registry, files included, and loadable."""
-    path = check_adapter_folder(resolve_adapter_path(registry, relative))
-    root = registry.resolve()
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        # A file symlinked out of the registry would bypass the folder check above.
-        if not _inside(root, (path / name).resolve()):
-            raise ConfigError(f"adapter file {relative}/{name} escapes the registry folder {root}")
-    return path
-
-
-def _inside(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def register_adapter(
@@ -151,13 +101,6 @@ def get_training_job(session: Session, *, job_id: int | None = None) -> Training
     job = session.scalars(statement).first()
     if job is None:
         raise NotFoundError("no training jobs yet" if job_id is None else f"training job {job_id}: not found")
-    return job
-
-
-def start_training_job(session: Session, *, job_id: int) -> TrainingJob:
-    job = get_training_job(session, job_id=job_id)
-    job.status, job.attempts, job.started_at = Status.running, job.attempts + 1, utcnow()
-    session.flush()
     return job
 
 

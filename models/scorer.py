@@ -2,8 +2,9 @@
 
 Per document, predicted and gold triplets are normalised and deduplicated as sets; the
 correct count is the size of their intersection, summed over documents (micro-averaged).
-DuIE 2.0 complex objects are scored on their "@value" slot alone (single slot): the other
-slots (e.g. "inWork") are absent from most predicates and from the triplet contract.
+DuIE 2.0 complex objects are scored on their "@value" slot alone (single slot), as
+``models.duie`` reads gold records: the other slots (e.g. "inWork") are absent from most
+predicates and from the triplet contract.
 """
 
 from __future__ import annotations
@@ -56,27 +57,6 @@ class Scores:
 def normalize(value: str) -> str:
     """DuIE normalisation: lower-case, strip whitespace, strip 《 》 book-title marks."""
     return " ".join(value.split()).strip(_BOOK_TITLE).strip().lower()
-
-
-def gold_from_duie(record: dict) -> list[Triplet]:
-    """Gold triplets of a DuIE 2.0 line; uses @value.
-
-    spo_list items have object/object_type either strings or {"@value": ..., other slots} dicts.
-    """
-
-    def value(field: object) -> str:
-        return str(field.get("@value", "")) if isinstance(field, dict) else str(field or "")
-
-    return [
-        Triplet(
-            subject=str(spo["subject"]),
-            predicate=str(spo["predicate"]),
-            object=value(spo["object"]),
-            subject_type=str(spo.get("subject_type") or ""),
-            object_type=value(spo.get("object_type")),
-        )
-        for spo in record.get("spo_list", [])
-    ]
 
 
 def _index(triplets: Iterable[Triplet]) -> dict[_Key, tuple[Triplet, set[tuple[str, str]]]]:

@@ -2,14 +2,14 @@
 
 Each line's shape is detected on its own, so files may even mix them:
 
-* DuIE 2.0: ``{"text", "spo_list": [...]}``; ``object``/``object_type`` may be strings or
-  ``{"@value": ...}`` dicts (the extra slots such as ``inWork`` are dropped);
+* DuIE 2.0: ``{"text", "spo_list": [...]}``, read by ``models.duie`` (``object``/``object_type``
+  may be strings or ``{"@value": ...}`` dicts);
 * the origin project's instruction format: ``{"instruction", "input", "output"}`` with the
   text in ``input`` and a (possibly ```json fenced) JSON list string in ``output``;
 * ``{"context", "target"}``: ``target`` as ``output`` above; ``context`` may be a whole
   prompt, so when it contains "文本：" the text is what follows its last occurrence, less
   surrounding whitespace and a trailing answer cue ("答案：") of a known prompt template;
-* ``{"text", "triplets": [{...}, ...]}``.
+* ``{"text", "triplets": [{...}, ...]}``, its items read as DuIE spo items.
 
 An unusable line is handed to ``on_error`` as ``InputError("path:line", reason)`` and
 reading goes on, as in producer.readers; both open a user's text file through
@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from models.duie import parse_record, parse_spo_list, require_text
 from models.errors import InputError, ParseError
 from models.parser import parse_triplets
 from models.prompt import TEMPLATES
 from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
-from models.triplet import FIELDS, Triplet
+from models.triplet import Triplet
 
 TEXT_MARKER = "文本："
 # A training example is cut to max_length tokens anyway: a longer line is skipped, never held whole.
 MAX_LINE_CHARS = 4_000_000
 CHECK_LINES = 300
-_REQUIRED = ("subject", "predicate", "object")
 _ANSWER_CUES = tuple(dict.fromkeys(template.answer_cue for template in TEMPLATES.values()))
 ErrorHandler = Callable[[InputError], None]
 
@@ -134,14 +134,15 @@ def _parse_line(line: str, source: str) -> tuple[str, tuple[Triplet, ...]]:
     if not isinstance(record, dict):
         raise InputError(source, "expected a JSON object")
     if "spo_list" in record:
-        text, triplets = _text(record, "text", source), _triplet_list(record["spo_list"], "spo_list", source)
+        text, triplets = parse_record(record, source=source)
     elif "output" in record and ("input" in record or "instruction" in record):
-        text, triplets = _text(record, "input", source), _answer(record["output"], "output", source)
+        text, triplets = require_text(record, "input", source), _answer(record["output"], "output", source)
     elif "context" in record and "target" in record:
-        context = _text(record, "context", source)
+        context = require_text(record, "context", source)
         text, triplets = _context_text(context, source), _answer(record["target"], "target", source)
     elif "triplets" in record:
-        text, triplets = _text(record, "text", source), _triplet_list(record["triplets"], "triplets", source)
+        text = require_text(record, "text", source)
+        triplets = parse_spo_list(record["triplets"], source=source, key="triplets")
     else:
         keys = ", ".join(sorted(record)) or "none"
         raise InputError(source, f"unknown record shape (keys: {keys})")
@@ -149,16 +150,6 @@ def _parse_line(line: str, source: str) -> tuple[str, tuple[Triplet, ...]]:
     if any(INVALID_TEXT.search(value) for value in (text, *(v for t in triplets for v in t.key))):
         raise InputError(source, "not valid UTF-8")
     return text, triplets
-
-
-def _text(record: dict[str, object], key: str, source: str) -> str:
-    if key not in record:
-        raise InputError(source, f"missing '{key}'")
-    text = record[key]
-    # Kept verbatim (not stripped): DuIE annotations may refer to character offsets.
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(source, f"'{key}' must be a non-empty string")
-    return text
 
 
 def _context_text(context: str, source: str) -> str:
@@ -179,31 +170,3 @@ def _answer(value: object, key: str, source: str) -> tuple[Triplet, ...]:
         return tuple(parse_triplets(value))
     except ParseError as err:
         raise InputError(source, f"bad '{key}': {err.reason}") from err
-
-
-def _triplet_list(value: object, key: str, source: str) -> tuple[Triplet, ...]:
-    if not isinstance(value, list):
-        raise InputError(source, f"'{key}' must be a list")
-    triplets = [_triplet(item, f"{key}[{index}]", source) for index, item in enumerate(value)]
-    return tuple(dict.fromkeys(triplets))
-
-
-def _triplet(item: object, label: str, source: str) -> Triplet:
-    if not isinstance(item, dict):
-        raise InputError(source, f"{label}: not an object")
-    fields: dict[str, str] = {}
-    for key in FIELDS:
-        value = item.get(key)
-        if isinstance(value, dict):  # DuIE complex value: {"@value": ..., "inWork": ...}
-            value = value.get("@value")
-        if value is None and key not in _REQUIRED:
-            value = ""
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            problem = "missing" if value is None else "not a string"
-            raise InputError(source, f"{label}: '{key}' is {problem}")
-        if key in _REQUIRED and not value.strip():
-            raise InputError(source, f"{label}: empty '{key}'")
-        fields[key] = value.strip()
-    return Triplet(**fields)

@@ -14,12 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from models import store
+from models import store, workers
 from models.db import make_session_factory
 from models.errors import BrokerUnavailableError, ConfigError, InputError
 from models.migrate import require_head
 from models.settings import get_settings
 from models.tables import Status, TripletRow
+from producer.submit import SubmitReport
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -35,7 +36,6 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
     def report_error(error: InputError) -> None:
         # escape: a file name such as "[/x].txt" is text, not rich markup
         errors.print(f"[yellow]skipped[/] {escape(str(error))}", highlight=False)
-
     skipped_links: list[InputError] = []
 
     def report_link(error: InputError) -> None:
@@ -52,15 +52,9 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
         with _progress() as progress, extract_sender(settings) as send_group:
             task = progress.add_task("reading", total=None)
             report = submit_corpus(
-                files,
-                name=name,
-                sessions=sessions,
-                send_group=send_group,
-                group_size=settings.task_group_size,
-                max_chars=settings.max_document_chars,
-                on_error=report_error,
+                files, name=name, sessions=sessions, send_group=send_group, group_size=settings.task_group_size,
+                max_chars=settings.max_document_chars, on_error=report_error, on_job=job_ids.append,
                 on_progress=lambda r: progress.update(task, completed=r.read, description=f"queued {r.queued}"),
-                on_job=job_ids.append,
             )
     except BrokerUnavailableError as exc:
         if job_ids:
@@ -69,8 +63,14 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
                 "again to resume it"
             ) from exc
         raise
-    skipped_files = report.skipped_files + len(skipped_links)
-    console.print(
+    console.print(_summary(report, skipped_files=report.skipped_files + len(skipped_links)))
+    if not wait:
+        return 0
+    return follow_job(report.job_id)
+
+
+def _summary(report: SubmitReport, *, skipped_files: int) -> str:
+    return (
         f"job {report.job_id}: "
         + (f"resumed after an interrupted submit ({report.requeued} stored documents queued again), "
            if report.resumed else "")
@@ -78,9 +78,6 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
         f"{report.skipped_records} unreadable records skipped"
         + (f", {skipped_files} files or links skipped" if skipped_files else "")
     )
-    if not wait:
-        return 0
-    return follow_job(report.job_id)
 
 
 def follow_job(job_id: int) -> int:
@@ -109,14 +106,19 @@ def run_status(job_id: int | None, *, as_json: bool) -> None:
     require_head(settings.database_url)
     with make_session_factory(settings.database_url)() as session:
         state = store.job_progress(session, job_id=store.get_job(session, job_id=job_id).id)
+        online = len(workers.online_workers(session, lease_seconds=settings.lease_seconds, queue="extract"))
     if as_json:
         payload = {
             "job": state.job_id, "name": state.name, "counts": state.counts, "warnings": state.warnings,
-            "docs_per_second": state.docs_per_second, "eta_seconds": state.eta_seconds,
+            "docs_per_second": state.docs_per_second, "eta_seconds": state.eta_seconds, "workers_online": online,
         }
         print(json.dumps(payload, ensure_ascii=False))
-    else:
-        print_status(state)
+        return
+    print_status(state)
+    if state.unfinished and not online:
+        # The ETA assumes someone is working; say plainly when nobody is.
+        errors.print(f"[yellow]warning[/] {state.unfinished} documents wait and no extraction worker is online "
+                     "(start one: `triplets worker`)", highlight=False)
 
 
 def print_status(state: store.JobProgress) -> None:

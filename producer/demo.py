@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from models.demo import demo_model_path
+from devkit.assets import demo_model_path
 from models.migrate import upgrade
 from models.settings import ENV_PREFIX, get_settings
 from producer.local_worker import local_worker
@@ -70,15 +70,16 @@ def _report_accuracy(database_url: str, lines: list[str]) -> None:
     from sqlalchemy import select
 
     from models.db import make_session_factory
-    from models.scorer import gold_from_duie, normalize
+    from models.duie import parse_record
+    from models.scorer import normalize
     from models.store import get_job
     from models.tables import Document, TripletRow
 
     def key(subject: str, predicate: str, obj: str) -> tuple[str, str, str]:
         return normalize(subject), normalize(predicate), normalize(obj)
 
-    records = [json.loads(line) for line in lines]
-    gold = {(r["text"], *key(t.subject, t.predicate, t.object)) for r in records for t in gold_from_duie(r)}
+    records = [parse_record(json.loads(line)) for line in lines]
+    gold = {(text, *key(t.subject, t.predicate, t.object)) for text, triplets in records for t in triplets}
     with make_session_factory(database_url)() as session:
         job_id = get_job(session).id
         stored = {

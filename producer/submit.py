@@ -41,6 +41,13 @@ class SubmitReport:
     def duplicates(self) -> int:
         return self.read - self.queued
 
+    def count_skipped(self, error: InputError, file_names: set[str]) -> None:
+        # A file's own problems name the file alone; a record's name its line.
+        if error.source in file_names:
+            self.skipped_files += 1
+        else:
+            self.skipped_records += 1
+
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
@@ -137,23 +144,12 @@ def submit_corpus(
     files = resolve_corpus(paths, link_error)
     file_names = {shown(file) for file in files}
     try:
-        job_name = shown(name)[:_NAME_CHARS]
-        with sessions.begin() as session:
-            interrupted = store.interrupted_job(session, name=job_name)
-            job_id = interrupted.id if interrupted else store.create_job(session, name=job_name).id
-            pending = store.unfinished_document_ids(session, job_id=job_id) if interrupted else []
-        report = SubmitReport(job_id=job_id, skipped_files=len(skipped_links), resumed=interrupted is not None,
-                              requeued=len(pending))
+        report = _open_job(sessions, shown(name)[:_NAME_CHARS], send_group, group_size)
+        report.skipped_files = len(skipped_links)
         on_job(report.job_id)
-        for group in chunked(pending, group_size):
-            send_group(group)
 
         def record_error(error: InputError) -> None:
-            # A file's own problems name the file alone; a record's name its line.
-            if error.source in file_names:
-                report.skipped_files += 1
-            else:
-                report.skipped_records += 1
+            report.count_skipped(error, file_names)
             on_error(error)
 
         for chunk in chunked(iter_documents(files, record_error, max_chars=max_chars), INSERT_CHUNK):
@@ -169,6 +165,17 @@ def submit_corpus(
         return report
     except OperationalError as exc:
         raise StoreUnavailableError(f"database unavailable: {exc.orig}") from exc
+
+
+def _open_job(sessions: sessionmaker[Session], name: str, send_group: SendGroup, group_size: int) -> SubmitReport:
+    """A new job, or the interrupted one of this name with its unfinished documents queued again."""
+    with sessions.begin() as session:
+        interrupted = store.interrupted_job(session, name=name)
+        job_id = interrupted.id if interrupted else store.create_job(session, name=name).id
+        pending = store.unfinished_document_ids(session, job_id=job_id) if interrupted else []
+    for group in chunked(pending, group_size):
+        send_group(group)
+    return SubmitReport(job_id=job_id, resumed=interrupted is not None, requeued=len(pending))
 
 
 def _as_new(chunk: list[RawDocument]) -> list[store.NewDocument]:

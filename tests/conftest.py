@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from devkit.services import postgres_database, redis_server
 from models.db import make_session_factory
 from models.migrate import upgrade
-from tests.services import postgres_database, redis_server, redis_test_db
+from tests.services import redis_test_db
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +21,9 @@ def redis_base_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def broker_url(redis_base_url: str) -> Iterator[str]:
+    """A Redis database of this test's own, empty, flushed afterwards."""
     with redis_test_db(redis_base_url) as url:
         yield url
 
@@ -57,8 +59,8 @@ def sessions(database_url: str) -> sessionmaker[Session]:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The demo GLM, trained here on the demo corpus (~16 s on 2 cores): (folder, stats)."""
-    from models.demo import load_demo_examples, load_demo_schema
-    from worker.tiny_model import train_to_extract
+    from devkit.assets import load_demo_examples, load_demo_schema
+    from devkit.tiny import train_to_extract
 
     out = tmp_path_factory.mktemp("demo-model")
     stats = train_to_extract(out, load_demo_examples(), load_demo_schema(), seed=0)

@@ -223,4 +223,4 @@ def test_dockerignore_keeps_the_context_small_and_the_sources_in() -> None:
               if line.startswith("COPY ")]
     for source in [s for group in copied for s in group]:
         assert (ROOT / source).exists() and not ignored(source), source
-    assert not ignored("models/demo-glm/model.safetensors")
+    assert not ignored("devkit/assets/demo-glm/model.safetensors")

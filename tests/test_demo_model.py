@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from models.demo import demo_model_path  # noqa: E402
+from devkit.assets import demo_model_path  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from tests.workers import worker_env  # noqa: E402
 

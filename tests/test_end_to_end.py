@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import redis
 from sqlalchemy import func, select
 
+from devkit.assets import demo_corpus_path, demo_schema_path, load_demo_examples
 from models.db import make_session_factory
-from models.demo import demo_corpus_path, demo_schema_path, load_demo_examples
 from models.tables import Document, Status, TripletRow
 from producer.local_worker import local_worker
 from tests.workers import worker_env
@@ -24,7 +23,6 @@ def triplets_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Compl
 
 
 def test_corpus_to_queryable_triplets(tmp_path: Path, broker_url: str, database_url: str, demo_model) -> None:
-    redis.Redis.from_url(broker_url).flushdb()
     model_dir, _ = demo_model
     env = worker_env(
         broker_url=broker_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.demo import demo_schema_path, load_demo_examples  # noqa: E402
-from models.errors import ModelError  # noqa: E402
+from devkit.assets import demo_model_path, demo_schema_path, load_demo_examples  # noqa: E402
+from models.errors import ConfigError  # noqa: E402
+from models.duie import parse_record  # noqa: E402
 from models.settings import load_settings  # noqa: E402
+from tests.lora import ATTENTION, save_lora  # noqa: E402
 from models.windows import Window  # noqa: E402
-from worker.hf_engine import HuggingFaceEngine, _Prompt  # noqa: E402
+from worker.batching import Prompt  # noqa: E402
+from worker.hf_engine import HuggingFaceEngine  # noqa: E402
 
 EXAMPLES = load_demo_examples()
 
@@ -38,10 +42,8 @@ def test_long_document_is_read_in_windows_with_offsets(demo_model) -> None:
     sentences = [text for text, _ in EXAMPLES[:4]]
     document = "。".join(sentences) + "。"
     # a budget that holds one sentence's prompt but not two
-    engine.settings = engine.settings.model_copy(
-        update={"max_input_tokens": max(len(engine._encode(s + "。")) for s in sentences) + 1}
-    )
-    assert len(engine._prompts_for(0, document)) == 4
+    engine = engine.with_config(max_input_tokens=max(len(engine.prompts.encode(s + "。")) for s in sentences) + 1)
+    assert len(engine.prompts.prompts_for(0, document)) == 4
     (result,) = engine.extract([document])
     assert result.ok, result.error
     # the demo model memorised sentences without the trailing 。, so not every window answers
@@ -63,24 +65,24 @@ def test_prompt_template_over_budget_fails_the_document_alone(demo_model) -> Non
 
 def test_batches_bounded_by_count_and_kv_tokens(demo_model) -> None:
     engine = make_engine(demo_model[0], max_batch_size=3, max_batch_tokens=70, max_new_tokens=10)
-    prompts = [_Prompt(i, Window(0, ""), [0] * n) for i, n in enumerate([10, 40, 11, 12, 13, 30])]
-    batches = engine._batches(prompts)
+    prompts = [Prompt(i, Window(0, ""), [0] * n) for i, n in enumerate([10, 40, 11, 12, 13, 30])]
+    batches = engine.plan(prompts)
     assert [[len(p.ids) for p in batch] for batch in batches] == [[10, 11, 12], [13], [30], [40]]
     assert all(len(b) <= 3 and (max(len(p.ids) for p in b) + 10) * len(b) <= 70 for b in batches[:2])
 
 
 def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(demo_model[0], max_batch_size=8)
-    real_generate = engine._generate
+    real_decode = engine.decoder.decode
     attempted: list[int] = []
 
-    def generate_fitting_two(batch):  # type: ignore[no-untyped-def]
-        attempted.append(len(batch))
-        if len(batch) > 2:
+    def decode_fitting_two(request):  # type: ignore[no-untyped-def]
+        attempted.append(request.input_ids.shape[0])
+        if request.input_ids.shape[0] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_generate(batch)
+        return real_decode(request)
 
-    monkeypatch.setattr(engine, "_generate", generate_fitting_two)
+    monkeypatch.setattr(engine.decoder, "decode", decode_fitting_two)
     texts = [text for text, _ in EXAMPLES[:8]]
     results = engine.extract(texts)
     assert attempted[0] == 8 and max(attempted[1:]) <= 4
@@ -90,45 +92,45 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatc
 def test_single_document_out_of_memory_is_failed_with_reason(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(demo_model[0])
 
-    def always_oom(batch):  # type: ignore[no-untyped-def]
+    def always_oom(request):  # type: ignore[no-untyped-def]
         raise torch.cuda.OutOfMemoryError("injected")
 
-    monkeypatch.setattr(engine, "_generate", always_oom)
+    monkeypatch.setattr(engine.decoder, "decode", always_oom)
     results = engine.extract(["刘德华的妻子是朱丽倩", "《三体》是刘慈欣创作的长篇科幻小说"])
     assert all(r.error and r.error.startswith("out of GPU memory on a single prompt") for r in results)
 
 
-def test_four_bit_nf4_path_runs_on_cpu(demo_model) -> None:
+def test_four_bit_nf4_path_finds_the_gold_triplets_on_cpu() -> None:
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
 
-    engine = make_engine(demo_model[0], precision="4bit")
+    held_out = [parse_record(json.loads(line)) for line in
+                (demo_model_path() / "heldout.jsonl").read_text(encoding="utf-8").splitlines()[:6]]
+    engine = HuggingFaceEngine.from_settings(load_settings(base_model=demo_model_path(), device="cpu",
+                                                           precision="4bit", max_new_tokens=128))
     quantized = [m for m in engine.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and quantized[0].weight.quant_type == "nf4"
-    results = engine.extract([text for text, _ in EXAMPLES[:3]])
-    assert len(results) == 3
-    assert all(r.ok or r.error.startswith("unparseable output") for r in results)
+    results = engine.extract([text for text, _ in held_out])
+    assert [set(r.triplets) for r in results] == [set(gold) for _, gold in held_out]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "4bit"])
-def test_lora_adapter_is_loaded(demo_model, tmp_path: Path, precision: str) -> None:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
+def test_lora_adapter_is_applied(demo_model, tmp_path: Path, precision: str) -> None:
     if precision == "4bit":
         pytest.importorskip("bitsandbytes")
-    base = AutoModelForCausalLM.from_pretrained(demo_model[0], local_files_only=True, use_safetensors=True)
-    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
-    lora.save_pretrained(tmp_path / "adapter")
-    engine = make_engine(demo_model[0], adapter=tmp_path / "adapter", precision=precision)
-    assert engine.adapter_id == str(tmp_path / "adapter")
+    texts = [text for text, _ in EXAMPLES[:4]]
+    plain = make_engine(demo_model[0], precision=precision).extract(texts)
+    zero = save_lora(demo_model[0], tmp_path / "zero", b_std=0.0)
+    changing = save_lora(demo_model[0], tmp_path / "changing", b_std=0.5)
+    engine = make_engine(demo_model[0], adapter=changing, precision=precision)
+    assert engine.adapter_id == str(changing)
     lora_layers = [name for name, _ in engine.model.named_modules() if "lora_A" in name]
     # merged into the weights in full precision; kept as separate LoRA layers over a 4-bit base
     assert bool(lora_layers) == (precision == "4bit")
-    text, gold = EXAMPLES[4]
-    (result,) = engine.extract([text])
-    if precision == "fp32":  # a fresh LoRA (B = 0) leaves the model's answers unchanged
-        assert result.triplets == gold
+    assert [r.raw for r in engine.extract(texts)] != [r.raw for r in plain]
+    # B = 0 adds nothing: the same answers as the base model, so the change above is the adapter's
+    unchanged = make_engine(demo_model[0], adapter=zero, precision=precision).extract(texts)
+    assert [r.raw for r in unchanged] == [r.raw for r in plain]
 
 
 def test_only_safetensors_weights_are_loaded(demo_model, tmp_path: Path) -> None:
@@ -139,15 +141,22 @@ def test_only_safetensors_weights_are_loaded(demo_model, tmp_path: Path) -> None
     state = load_file(folder / "model.safetensors")
     (folder / "model.safetensors").unlink()
     torch.save(state, folder / "pytorch_model.bin")
-    with pytest.raises(ModelError, match="cannot load model"):
+    with pytest.raises(ConfigError, match=r"has no \*.safetensors weights \(pytorch_model.bin are pickles"):
         make_engine(folder)
 
 
 def test_missing_model_folder_names_the_variable(tmp_path: Path) -> None:
-    from models.errors import ConfigError
-
     with pytest.raises(ConfigError, match="TRIPLETS_BASE_MODEL: .* is not a folder"):
         make_engine(tmp_path / "nowhere")
+
+
+def prefill_batches(engine: HuggingFaceEngine) -> list[int]:
+    """Rows of each forward pass over more than one token (the prefill), recorded from the model itself."""
+    seen: list[int] = []
+    engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[0]) if kwargs["input_ids"].shape[1] > 1
+        else None, with_kwargs=True)
+    return seen
 
 
 @pytest.mark.parametrize("loop", ["generate", "static"])
@@ -155,16 +164,9 @@ def test_chunked_prefill_gives_the_same_answers(demo_model, loop: str) -> None:
     texts = [text for text, _ in EXAMPLES]
     whole = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_tokens=0, decode_loop=loop).extract(texts)
     chunked_engine = make_engine(demo_model[0], max_batch_size=12, prefill_chunk_tokens=1, decode_loop=loop)
-    calls = []
-    if loop == "generate":
-        original = chunked_engine._prefill_in_chunks
-        chunked_engine._prefill_in_chunks = lambda *a: calls.append(a[2]) or original(*a)  # type: ignore[method-assign]
-    else:
-        decoder = chunked_engine.decoder
-        original = decoder._prefill
-        decoder._prefill = lambda *a: calls.append(a[4]) or original(*a)  # type: ignore[method-assign]
+    prefills = prefill_batches(chunked_engine)
     chunked = chunked_engine.extract(texts)
-    assert calls == [1]  # one prompt at a time
+    assert prefills[:12] == [1] * 12  # one prompt at a time
     assert [r.raw for r in chunked] == [r.raw for r in whole]
     assert [r.triplets for r in chunked] == [gold for _, gold in EXAMPLES]
 
@@ -176,27 +178,18 @@ def test_static_cache_decoding_answers_exactly_as_generate(demo_model) -> None:
     static = static_engine.extract(texts)
     assert [r.raw for r in static] == [r.raw for r in generated]
     assert [r.triplets for r in static] == [gold for _, gold in EXAMPLES]
-    # a batch of the same shape reuses the cache 
-    batch = static_engine._batches([p for i, t in enumerate(texts) for p in static_engine._prompts_for(i, t)])[0]
-    static_engine._generate(batch)
-    cache = static_engine.decoder._cache
-    again = static_engine._generate(batch)
-    assert static_engine.decoder._cache is cache
-    assert [output.raw for _, output in again] == [static[prompt.doc].raw for prompt in batch]
+    # a batch of the same shape is decoded again into the cache the last one left: no stale slot leaks
+    batch = static_engine.plan([p for i, t in enumerate(texts) for p in static_engine.prompts.prompts_for(i, t)])[-1]
+    again = static_engine.decode(batch)
+    assert [output.raw for output in again] == [static[prompt.doc].raw for prompt in batch]
 
 
 def test_static_decoding_of_a_4bit_lora_model_matches_generate(demo_model, tmp_path: Path) -> None:
     """The path GPU workers run (4-bit NF4 + LoRA over the in-place cache), on the CPU."""
     pytest.importorskip("bitsandbytes")
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(demo_model[0], local_files_only=True)
-    torch.manual_seed(0)
-    get_peft_model(base, LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                    init_lora_weights="gaussian")).save_pretrained(tmp_path / "lora")
+    lora = save_lora(demo_model[0], tmp_path / "lora", b_std=0.02, targets=ATTENTION)  # a B that changes answers
     texts = [text for text, _ in EXAMPLES[:6]]
-    common = {"adapter": tmp_path / "lora", "precision": "4bit", "max_batch_size": 3, "max_new_tokens": 24,
+    common = {"adapter": lora, "precision": "4bit", "max_batch_size": 3, "max_new_tokens": 24,
               "min_new_tokens": 24}
     generated = make_engine(demo_model[0], decode_loop="generate", **common).extract(texts)
     static_engine = make_engine(demo_model[0], decode_loop="static", **common)
@@ -209,7 +202,7 @@ def test_kv_budget_of_a_chatglm3_shape_fits_the_measured_batch() -> None:
     from types import SimpleNamespace
 
     from models.errors import ConfigError
-    from worker.hf_engine import kv_token_budget
+    from worker.batching import kv_token_budget
 
     chatglm3 = SimpleNamespace(num_attention_heads=32, num_key_value_heads=2, head_dim=128, hidden_size=4096,
                                num_hidden_layers=28)

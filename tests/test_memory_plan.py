@@ -19,7 +19,7 @@ from worker.memory_plan import (  # noqa: E402
     decoder_layers,
     set_checkpointed_layers,
 )
-from worker.trainer import IGNORE, _accepts_logits_to_keep, answer_loss, collate  # noqa: E402
+from worker.trainer import IGNORE, accepts_logits_to_keep, answer_loss, collate  # noqa: E402
 
 GIB = 2**30
 LAYERS = 28
@@ -175,7 +175,7 @@ def test_answer_loss_matches_the_full_shifted_loss(demo_model) -> None:
     model = load_tiny(demo_model[0]).eval()
     batch = answer_batch(model.config.pad_token_id or 0, model.config.vocab_size)
     assert batch["labels"].shape == (2, 11) and batch["attention_mask"][1].sum() == 7
-    assert _accepts_logits_to_keep(model)
+    assert accepts_logits_to_keep(model)
     with torch.no_grad():
         expected = model(**batch).loss
         got = answer_loss(model, batch)
@@ -197,7 +197,7 @@ def test_answer_loss_without_logits_to_keep_slices_all_positions(demo_model) -> 
             return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
     remote = Remote()
-    assert not _accepts_logits_to_keep(remote)
+    assert not accepts_logits_to_keep(remote)
     batch = answer_batch(model.config.pad_token_id or 0, model.config.vocab_size)
     with torch.no_grad():
         assert torch.allclose(answer_loss(remote, batch), model(**batch).loss, atol=1e-5)
@@ -216,7 +216,7 @@ def test_answer_loss_on_a_peft_model(demo_model) -> None:
                 param.normal_(std=0.05, generator=torch.Generator().manual_seed(2))
     model.eval()
     assert "logits_to_keep" not in inspect.signature(model.forward).parameters
-    assert _accepts_logits_to_keep(model)
+    assert accepts_logits_to_keep(model)
     batch = answer_batch(base.config.pad_token_id or 0, base.config.vocab_size)
     loss = answer_loss(model, batch)
     with torch.no_grad():

@@ -12,6 +12,7 @@ import pytest
 import typer
 from sqlalchemy import text
 
+from devkit.services import postgres_database
 from models import store
 from models.db import make_session_factory
 from models.errors import ConfigError, StoreUnavailableError
@@ -19,7 +20,6 @@ from models.migrate import upgrade
 from models.service_errors import describe, mask_password
 from models.settings import load_settings
 from producer import cli
-from tests.services import postgres_database
 from tests.workers import worker_env
 
 PASSWORD = "pw-9f3k2q"

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from models.scorer import Example, Scores, gold_from_duie, normalize, score
+from models.duie import parse_record
+from models.scorer import Example, Scores, normalize, score
 from models.triplet import Triplet
 
 T = Triplet
@@ -122,18 +123,14 @@ def test_complex_object_duie_record() -> None:
             {"predicate": "导演", "subject": "大话西游", "subject_type": "影视作品", "object": "刘镇伟", "object_type": "人物"},
         ],
     }
-    gold = gold_from_duie(record)
-    assert gold == [T("周星驰", "饰演", "至尊宝", "娱乐人物", "角色"), T("大话西游", "导演", "刘镇伟", "影视作品", "人物")]
+    text, gold = parse_record(record)
+    assert gold == (T("周星驰", "饰演", "至尊宝", "娱乐人物", "角色"), T("大话西游", "导演", "刘镇伟", "影视作品", "人物"))
     # The model answering in DuIE's complex shape is reduced to @value by the parser, and matches.
     raw = json.dumps({"spo_list": record["spo_list"][:1]}, ensure_ascii=False)
-    scores = score([Example(record["text"], gold, raw)])
+    scores = score([Example(text, gold, raw)])
     assert (scores.predicted, scores.gold, scores.correct, scores.strict_correct) == (1, 2, 1, 1)
     assert scores.precision == 1.0
     assert scores.recall == pytest.approx(0.5)
-
-
-def test_gold_from_duie_without_spo_list_is_empty() -> None:
-    assert gold_from_duie({"text": "无关系"}) == []
 
 
 def test_per_predicate_scores() -> None:

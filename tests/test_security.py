@@ -24,13 +24,13 @@ import pytest
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from devkit.assets import demo_corpus_path, demo_schema_path
+from devkit.services import port_open
 from models import registry, store
-from models.demo import demo_corpus_path, demo_schema_path
 from models.errors import ConfigError, ModelError
 from models.migrate import upgrade
 from models.settings import load_settings
 from models.triplet import Triplet
-from tests.services import port_open
 from tests.workers import worker_env
 
 PASSWORD = "Pw-d0nt-print-me"  # no URL-special characters, so the URL carries it verbatim
@@ -125,16 +125,18 @@ def test_query_filters_are_bound_parameters(sessions: sessionmaker[Session], dat
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
-    from worker.tiny_model import build_random_model, build_tokenizer
+    from devkit.tiny import build_random_model, build_tokenizer
 
     return build_random_model(tmp_path_factory.mktemp("tiny") / "model", build_tokenizer(["《娘家的故事》张玲"]),
                               hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
 
 
-def load(model_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    from worker.hf_engine import load_model
+def load(model_dir: Path, *, trust_remote_code: bool = False):  # type: ignore[no-untyped-def]
+    """The one loader every engine and trainer goes through."""
+    from worker.loader import check_model_folder, load_model
 
-    return load_model(load_settings(base_model=model_dir, device="cpu", **overrides), "cpu", "fp32")
+    return load_model(check_model_folder(model_dir, "TRIPLETS_BASE_MODEL"), device="cpu", precision="fp32",
+                      trust_remote_code=trust_remote_code)
 
 
 def test_weights_load_from_safetensors_only(tiny_model: Path, tmp_path: Path) -> None:
@@ -147,7 +149,7 @@ def test_weights_load_from_safetensors_only(tiny_model: Path, tmp_path: Path) ->
     (pickled / "model.safetensors").unlink()
     # The folder is loadable by a loader that accepts pickles: the refusal below is the policy's.
     assert AutoModelForCausalLM.from_pretrained(pickled, local_files_only=True) is not None
-    with pytest.raises(ModelError, match=r"cannot load model from .*model\.safetensors"):
+    with pytest.raises(ConfigError, match=r"has no \*\.safetensors weights \(pytorch_model\.bin are pickles"):
         load(pickled)
     assert load(tiny_model)[1] is not None
 
@@ -179,7 +181,7 @@ def test_remote_code_runs_only_when_asked(tiny_model: Path, tmp_path: Path, monk
                "auto_map": {"AutoConfig": "marker_glm.MarkerConfig", "AutoModelForCausalLM": "marker_glm.MarkerModel"}}
     (model_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
-    with pytest.raises(ModelError, match="contains custom code") as refused:
+    with pytest.raises(ModelError, match="ships its own modelling code, which runs only with TRIPLETS_TRUST_REMOTE_CODE=true") as refused:
         load(model_dir)
     assert "trust_remote_code" in str(refused.value)
     assert not marker.exists()

@@ -1,4 +1,4 @@
-"""Tests for models.synth: coverage, gold quality, determinism and the DuIE writer."""
+"""Tests for devkit.synth: coverage, gold quality, determinism, and its output through the DuIE writer."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from devkit.synth import CHARACTERS, generate_examples
+from devkit.synth_templates import TEMPLATES
+from models.duie import read_jsonl, write_jsonl
 from models.errors import ConfigError, InputError
 from models.schema import PredicateSchema, Relation, load_schema
-from models.synth import CHARACTERS, generate_examples, write_duie_jsonl
-from models.synth_templates import TEMPLATES
 from models.training_data import iter_training_examples
 from models.triplet import Triplet
 
@@ -141,9 +142,10 @@ def test_custom_schema_uses_its_types_and_only_known_predicates() -> None:
         generate_examples(1, seed=0, schema=PredicateSchema((Relation("未知关系", "甲", "乙"),), name="x"))
 
 
-def test_write_duie_jsonl_round_trips(tmp_path: Path, examples: list[tuple[str, list[Triplet]]]) -> None:
+def test_synthetic_examples_round_trip_through_the_duie_writer(tmp_path: Path,
+                                                               examples: list[tuple[str, list[Triplet]]]) -> None:
     path = tmp_path / "synth.jsonl"
-    write_duie_jsonl(path, examples[:500])
+    write_jsonl(path, examples[:500])
     first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     assert set(first) == {"text", "spo_list"}
     for spo in first["spo_list"]:
@@ -154,3 +156,4 @@ def test_write_duie_jsonl_round_trips(tmp_path: Path, examples: list[tuple[str, 
     assert errors == []
     assert [(r.text, list(r.triplets)) for r in read] == examples[:500]
     assert read[0].source == f"{path}:1"
+    assert [(text, list(triplets)) for text, triplets in read_jsonl(path)] == examples[:500]

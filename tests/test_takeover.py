@@ -22,7 +22,6 @@ FAST = {"heartbeat_seconds": 0.1, "lease_seconds": 0.5, "sweep_seconds": 0.2}
 
 
 def _setup(sessions: sessionmaker[Session], broker_url: str, documents: int) -> tuple[Takeover, list[int]]:
-    redis.Redis.from_url(broker_url).flushdb()
     settings = load_settings(broker_url=broker_url, task_group_size=2, **FAST)
     with sessions.begin() as session:
         job = store.create_job(session, name="t")

@@ -1,4 +1,5 @@
-"""The self-made tiny models: tokenizer round trip, the worker's loading path, the trained demo model."""
+"""The self-made tiny models (devkit.tiny): tokenizer round trip, three architectures through the worker's
+loading path, the trained demo model."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ transformers = pytest.importorskip("transformers")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from models.prompt import format_answer, get_template  # noqa: E402
-from models.demo import load_demo_examples, load_demo_schema  # noqa: E402
-from worker.tiny_model import (  # noqa: E402
+from devkit.assets import load_demo_examples, load_demo_schema  # noqa: E402
+from devkit.tiny import (  # noqa: E402
+    ARCHITECTURES,
     build_random_model,
     build_tokenizer,
     greedy_generate,
+    pad_vocabulary,
+    tokenizer_for,
+    train_to_extract,
 )
+from models.prompt import format_answer, get_template  # noqa: E402
 
 DEMO_EXAMPLES = load_demo_examples()
 DEMO_SCHEMA = load_demo_schema()
@@ -38,14 +43,20 @@ def _load(path: Path):
     return tokenizer, model.eval()
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_tokenizer(SAMPLES)
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def architecture(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def random_model_dir(tmp_path_factory, tokenizer):
-    return build_random_model(tmp_path_factory.mktemp("random"), tokenizer)
+def tokenizer(architecture):
+    """The tokenizer in the form ``architecture``'s folders load back: byte-level for qwen2."""
+    return tokenizer_for(architecture, build_tokenizer(SAMPLES))
+
+
+@pytest.fixture(scope="module")
+def random_model_dir(tmp_path_factory, tokenizer, architecture):
+    return build_random_model(tmp_path_factory.mktemp(f"random-{architecture}"), tokenizer, architecture=architecture)
 
 
 @pytest.mark.parametrize("text", SAMPLES)
@@ -75,7 +86,7 @@ def test_chat_template_and_special_tokens(tokenizer):
 
 def test_saved_tokenizer_loads_unchanged(tokenizer, random_model_dir):
     loaded, _ = _load(random_model_dir)
-    assert isinstance(loaded, PreTrainedTokenizerFast)
+    assert isinstance(loaded, PreTrainedTokenizerFast) and type(loaded) is type(tokenizer)
     assert loaded.get_vocab() == tokenizer.get_vocab()
     assert (loaded.pad_token_id, loaded.eos_token_id, loaded.unk_token_id) == (
         tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id)
@@ -91,9 +102,9 @@ def test_saved_folder_is_safetensors_only(random_model_dir):
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))]
 
 
-def test_random_model_generates_left_padded_batch(random_model_dir):
+def test_random_model_generates_left_padded_batch(random_model_dir, architecture):
     tokenizer, model = _load(random_model_dir)
-    assert model.config.model_type == "glm"
+    assert model.config.model_type == architecture
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
     template = get_template("v1")
@@ -135,3 +146,54 @@ def test_demo_examples_are_consistent():
             assert (triplet.subject_type, triplet.object_type) == (relation.subject_type, relation.object_type)
     assert any(not triplets for _, triplets in DEMO_EXAMPLES)
     assert any(len(triplets) >= 3 for _, triplets in DEMO_EXAMPLES)
+
+
+def test_byte_level_form_keeps_every_id_and_reads_unknown_characters_as_bytes():
+    chars = build_tokenizer(SAMPLES)
+    byte_level = tokenizer_for("qwen2", chars)
+    assert tokenizer_for("qwen2", byte_level) is byte_level
+    assert tokenizer_for("glm", chars) is tokenizer_for("llama", chars) is chars
+    assert {token: byte_level.convert_tokens_to_ids(token) for token in chars.all_special_tokens} == {
+        token: chars.convert_tokens_to_ids(token) for token in chars.all_special_tokens}
+    for text in SAMPLES:
+        assert byte_level(text)["input_ids"] == chars(text)["input_ids"]
+    unknown = "齉龘"
+    assert chars(unknown)["input_ids"] == [chars.unk_token_id] * 2
+    ids = byte_level(unknown)["input_ids"]
+    assert len(ids) == 6 and byte_level.decode(ids) == unknown
+
+
+def test_a_padded_vocabulary_keeps_its_size_and_ids_in_every_architecture(tmp_path):
+    for architecture in ARCHITECTURES:
+        padded = pad_vocabulary(build_tokenizer(SAMPLES[:1]), 2000)
+        folder = build_random_model(tmp_path / architecture, padded, architecture=architecture, hidden_size=16,
+                                    num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32)
+        loaded, model = _load(folder)
+        assert loaded.convert_tokens_to_ids("<unused_7>") == padded.convert_tokens_to_ids("<unused_7>")
+        assert model.config.vocab_size == len(loaded) >= 2000
+
+
+def test_a_qwen2_model_is_refused_a_character_level_tokenizer(tmp_path):
+    from devkit.tiny import qwen2_config, save_model
+
+    chars = build_tokenizer(SAMPLES)
+    with pytest.raises(ValueError, match="byte-level"):
+        qwen2_config(chars)
+    config = qwen2_config(tokenizer_for("qwen2", chars), hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                          intermediate_size=32)
+    config.vocab_size = len(chars)
+    # What a hand-made folder would hold: transformers would load its tokenizer as Qwen2Tokenizer.
+    with pytest.raises(ValueError, match=r"Qwen2Tokenizer, which tokenizes differently.*tokenizer_for\('qwen2'"):
+        save_model(AutoModelForCausalLM.from_config(config), chars, tmp_path / "wrong")
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "llama"])
+def test_every_architecture_memorises_examples(tmp_path, architecture):
+    examples = DEMO_EXAMPLES[:3]
+    stats = train_to_extract(tmp_path / architecture, examples, DEMO_SCHEMA, architecture=architecture,
+                             hidden_size=64, intermediate_size=128, check_every=10)
+    assert stats["exact_match"] == 1.0 and stats["architecture"] == architecture
+    tokenizer, model = _load(tmp_path / architecture)
+    assert model.config.model_type == architecture
+    prompts = [get_template("v1").render(tokenizer, text, DEMO_SCHEMA) for text, _ in examples]
+    assert greedy_generate(model, tokenizer, prompts, 200) == [format_answer(triplets) for _, triplets in examples]

@@ -11,9 +11,10 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from models.demo import demo_corpus_path, demo_schema_path  # noqa: E402
+from devkit.assets import demo_corpus_path, demo_schema_path  # noqa: E402
 from models.train_config import parse_train_config  # noqa: E402
-from worker.trainer import CHECKPOINT, train_adapter  # noqa: E402
+from worker.checkpoints import CHECKPOINT  # noqa: E402
+from worker.trainer import train_adapter  # noqa: E402
 
 
 class Killed(Exception):

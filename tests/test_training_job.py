@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from devkit.assets import demo_model_path
 from models import claims, registry, workers
-from models.demo import demo_model_path
 from models.settings import load_settings
 from models.tables import Status, TrainingJob
 from worker.training import TrainingFailed, run_training_job

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from kombu import Connection, Exchange
 
-from models.demo import demo_model_path
+from devkit.assets import demo_model_path
 from models.migrate import upgrade
 from producer.local_worker import local_worker
 from tests.workers import worker_env

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from models.extraction import Extraction
+from models.settings import Settings
 
 # A short sentence the engine must get through when it is started or its health is in doubt:
 # a failure on it is the engine's fault, not a document's.
@@ -28,3 +30,23 @@ class ExtractionEngine(Protocol):
     def use_adapter(self, adapter_id: str, path: Path) -> None:
         """Extract with this adapter from the next call on."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How an engine batches and decodes; fixed when the engine is built (``HuggingFaceEngine.with_config``
+    gives another view of the same loaded model)."""
+
+    max_batch_size: int = 1024
+    max_batch_tokens: int | None = None  # None: from the GPU budget on CUDA
+    gpu_memory_budget_gib: float = 20.0
+    prefill_chunk_tokens: int = 8192
+    decode_loop: str = "auto"
+    max_input_tokens: int = 2048
+    max_document_tokens: int = 262_144
+    max_new_tokens: int = 512
+    min_new_tokens: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        return cls(**{item.name: getattr(settings, item.name) for item in fields(cls)})

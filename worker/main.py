@@ -64,7 +64,7 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
         runtime.store.run(lambda session: runtime.follower.follow(runtime.engine, session, strict=True))
         check_engine(runtime.engine)
     else:
-        from worker.hf_engine import resolve_device
+        from worker.loader import resolve_device
 
         resolve_device(settings.device)
     runtime.store.run(lambda session: workers.register_worker(

@@ -11,10 +11,12 @@ prefilled chunk by chunk straight into the cache. Measured on an H200 (bench/ext
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from worker.decoding import DecodeRequest, cache_keyword, prefill, prompt_positions, until_end
 
 # Host syncs (to stop once every row has ended) only every this many steps.
 FINISHED_CHECK_EVERY = 8
@@ -59,55 +61,49 @@ def kv_shape(config: Any) -> tuple[int, int, int]:
     return config.num_hidden_layers, kv_heads, head_dim
 
 
-def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded batch: each prompt's first real token is 0 (padding: 1)."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.masked_fill_(attention_mask == 0, 1)
-
-
 class StaticDecoder:
     """Greedy decoding of a left-padded batch over a :class:`SlotCache`."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
         self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keyword = cache_keyword(model)
         self._cache: SlotCache | None = None  # kept for the next batch of the same shape
 
     @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                 min_new_tokens: int, eos_ids: Sequence[int], pad_id: int, prefill_chunk: int) -> torch.Tensor:
-        """New tokens, (batch, max_new_tokens); after a row's end-of-sequence token, ``pad_id``."""
+    def decode(self, request: DecodeRequest) -> list[list[int]]:
+        input_ids, attention_mask = request.input_ids, request.attention_mask
         batch, width = input_ids.shape
         device = input_ids.device
-        length = -(-(width + max_new_tokens - 1) // LENGTH_BUCKET) * LENGTH_BUCKET
-        positions = prompt_positions(attention_mask)
-        cache = self._prefill(input_ids, attention_mask, positions, length, prefill_chunk)
+        length = -(-(width + request.max_new_tokens - 1) // LENGTH_BUCKET) * LENGTH_BUCKET
+        cache = self._prefilled(request, length)
         # 4-D boolean mask over cache slots: a prompt's real tokens, then each new slot as it is written
         visible = torch.zeros(batch, 1, 1, length, dtype=torch.bool, device=device)
         visible[:, 0, 0, : width - 1] = attention_mask[:, :-1].bool()
         token = input_ids[:, -1:].clone()
-        position = positions[:, -1:].clone()
+        position = prompt_positions(attention_mask)[:, -1:].clone()
         cache.slot.fill_(width - 1)
-        eos = torch.tensor(list(eos_ids), device=device)
+        eos = torch.tensor(list(request.eos_ids), device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        for step in range(max_new_tokens):
+        out = torch.full((batch, request.max_new_tokens), request.pad_id, dtype=torch.long, device=device)
+        steps = 0
+        for step in range(request.max_new_tokens):
             visible[:, 0, 0, width - 1 + step] = True
-            logits = self._forward(input_ids=token, position_ids=position, attention_mask=visible,
-                                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-            if step < min_new_tokens:
+            logits = self._forward(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
+                                   logits_to_keep=1, **{self._keyword: cache}).logits[:, -1]
+            if step < request.min_new_tokens:
                 logits = logits.clone()
                 logits[:, eos] = float("-inf")
-            chosen = logits.argmax(-1)
-            chosen = torch.where(finished, pad_id, chosen)
+            chosen = torch.where(finished, request.pad_id, logits.argmax(-1))
             out[:, step] = chosen
             finished |= torch.isin(chosen, eos)
             token.copy_(chosen[:, None])
             position += 1
             cache.slot += 1
-            if (step + 1) % FINISHED_CHECK_EVERY == 0 and bool(finished.all()):
+            steps = step + 1
+            if steps % FINISHED_CHECK_EVERY == 0 and bool(finished.all()):
                 break
-        return out
+        return [until_end(row, request.eos_ids) for row in out[:, :steps].tolist()]
 
     def _cache_for(self, batch: int, length: int, dtype: torch.dtype, device: torch.device) -> SlotCache:
         cache = self._cache
@@ -118,23 +114,16 @@ class StaticDecoder:
             cache = self._cache = SlotCache(layers, batch, kv_heads, length, head_dim, dtype, device)
         return cache
 
-    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-                 length: int, chunk: int) -> SlotCache:
-        """The cache, holding every prompt token but the last, prefilled ``chunk`` prompts at a time."""
-        from transformers import DynamicCache
-
-        batch, width = input_ids.shape
+    def _prefilled(self, request: DecodeRequest, length: int) -> SlotCache:
+        """The cache, holding every prompt token but the last, filled chunk by chunk by the one prefill."""
+        batch = request.input_ids.shape[0]
         cache: SlotCache | None = None
-        chunk = chunk or batch
-        for start in range(0, batch if width > 1 else 0, chunk):
-            rows = slice(start, start + chunk)
-            prefix = DynamicCache(config=self.model.config)
-            self.model(input_ids=input_ids[rows, :-1], attention_mask=attention_mask[rows, :-1],
-                       position_ids=positions[rows, :-1], past_key_values=prefix, use_cache=True, logits_to_keep=1)
+        for rows, prefix in prefill(self.model, request):
             if cache is None:  # the dtype the attention layers store, known once one has run
-                cache = self._cache_for(batch, length, prefix.layers[0].keys.dtype, input_ids.device)
+                cache = self._cache_for(batch, length, prefix.layers[0].keys.dtype, request.input_ids.device)
             for index, layer in enumerate(prefix.layers):
                 cache.fill(rows, index, layer.keys, layer.values)
         if cache is None:
-            cache = self._cache_for(batch, length, self.model.get_input_embeddings().weight.dtype, input_ids.device)
+            cache = self._cache_for(batch, length, self.model.get_input_embeddings().weight.dtype,
+                                    request.input_ids.device)
         return cache

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
 import math
 import random
@@ -21,19 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.errors import InputError, ModelError
-from models.prompt import format_answer, get_template
-from models.schema import load_schema
+from models.errors import InputError
+from models.prompt import PromptTemplate, format_answer, get_template
+from models.schema import PredicateSchema, load_schema
 from models.train_config import TrainConfig
 from models.training_data import TrainingExample, iter_training_examples
-from worker.hf_engine import nf4_config, resolve_device, resolve_precision
+from models.triplet import Triplet
+from worker.checkpoints import CHECKPOINT, checkpoint_position, restore_checkpoint, save_checkpoint
+from worker.loader import check_model_folder, load_model, resolve_device, resolve_precision
 from worker.memory_plan import TrainingPlan, choose_plan, decoder_layers, probe_activations, set_checkpointed_layers
 
 log = logging.getLogger(__name__)
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "qkv_proj", "W_pack")
-CHECKPOINT = "checkpoint"
 IGNORE = -100
 
 
@@ -52,22 +51,65 @@ class TrainResult:
 Progress = Callable[[dict[str, Any]], None]
 
 
-def encode_examples(
-    examples: Sequence[TrainingExample], tokenizer: Any, config: TrainConfig
-) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """(input ids, labels) per example that fits ``max_length``, and how many did not."""
-    template, schema = get_template(config.prompt_version), load_schema(config.schema_path)
+Encoded = tuple[list[int], list[int]]  # (input ids, labels: IGNORE over the prompt)
+
+
+def encode_pairs(pairs: Sequence[tuple[str, Sequence[Triplet]]], tokenizer: Any, template: PromptTemplate,
+                 schema: PredicateSchema, *, max_length: int | None = None) -> tuple[list[Encoded], int]:
+    """(input ids, labels) per (text, triplets) pair: the prompt extraction renders, then the answer and EOS.
+
+    Pairs longer than ``max_length`` tokens are skipped; how many, second.
+    """
     add_special = not getattr(tokenizer, "chat_template", None)
+    prompts = tokenizer([template.render(tokenizer, text, schema) for text, _ in pairs],
+                        add_special_tokens=add_special)["input_ids"] if pairs else []
+    answers = tokenizer([format_answer(triplets) for _, triplets in pairs],
+                        add_special_tokens=False)["input_ids"] if pairs else []
     encoded, skipped = [], 0
-    for example in examples:
-        prompt = tokenizer(template.render(tokenizer, example.text, schema), add_special_tokens=add_special)["input_ids"]
-        answer = tokenizer(format_answer(example.triplets), add_special_tokens=False)["input_ids"]
+    for prompt, answer in zip(prompts, answers):
         answer = answer + [tokenizer.eos_token_id]
-        if len(prompt) + len(answer) > config.max_length:
+        if max_length is not None and len(prompt) + len(answer) > max_length:
             skipped += 1
             continue
         encoded.append((prompt + answer, [IGNORE] * len(prompt) + answer))
     return encoded, skipped
+
+
+def encode_examples(examples: Sequence[TrainingExample], tokenizer: Any, config: TrainConfig) -> tuple[list[Encoded], int]:
+    """A job's examples encoded with its prompt version and schema, cut at its ``max_length``."""
+    return encode_pairs([(example.text, example.triplets) for example in examples], tokenizer,
+                        get_template(config.prompt_version), load_schema(config.schema_path),
+                        max_length=config.max_length)
+
+
+def optimizer_step(model: Any, micro_batches: Sequence[Sequence[Encoded]], optimizer: torch.optim.Optimizer, *,
+                   pad_id: int, autocast: Any = None, scheduler: Any = None, loss: Callable[..., Any] | None = None,
+                   clip: float = 1.0) -> float:
+    """One optimizer step: gradients accumulated over ``micro_batches``, clipped; the step's mean loss.
+
+    The one training step of the project: adapters (``train_adapter``) and the dev kit's
+    from-scratch models alike.
+    """
+    loss = loss or answer_loss
+    total = 0.0
+    for items in micro_batches:
+        total += backward(model, items, pad_id=pad_id, autocast=autocast, loss=loss, scale=len(micro_batches))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def backward(model: Any, items: Sequence[Encoded], *, pad_id: int, autocast: Any = None,
+             loss: Callable[..., Any] | None = None, scale: float = 1.0) -> float:
+    """Forward and backward of one micro-batch, its loss divided by ``scale``; the loss."""
+    batch = {k: v.to(model.device) for k, v in collate(items, pad_id).items()}
+    with autocast or nullcontext():
+        value = (loss or answer_loss)(model, batch) / scale
+    value.backward()
+    return value.item()
 
 
 def micro_batches(lengths: Sequence[int], size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -91,26 +133,10 @@ def collate(items: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
 
-def load_for_training(config: TrainConfig, device: str, precision: str) -> tuple[Any, Any]:
-    common = {"local_files_only": True}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.base_model, **common)
-        kwargs: dict[str, Any] = {**common, "use_safetensors": True}
-        if precision == "4bit":
-            kwargs["quantization_config"] = nf4_config(device)
-            kwargs["device_map"] = {"": device}
-            # unquantised layers (norms, embeddings, output) in the compute dtype
-            kwargs["dtype"] = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        else:
-            kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load model from {config.base_model}: {exc}") from exc
-    if precision != "4bit":
-        model.to(device)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, model
+def load_for_training(config: TrainConfig, device: str, precision: str, *,
+                      trust_remote_code: bool = False) -> tuple[Any, Any]:
+    path = check_model_folder(config.base_model, "base_model")
+    return load_model(path, device=device, precision=precision, trust_remote_code=trust_remote_code, training=True)
 
 
 def target_modules(model: Any, config: TrainConfig) -> list[str] | str:
@@ -122,16 +148,62 @@ def target_modules(model: Any, config: TrainConfig) -> list[str] | str:
 
 
 def train_adapter(
-    config: TrainConfig, out_dir: Path, *, on_progress: Progress = lambda progress: None
+    config: TrainConfig, out_dir: Path, *, on_progress: Progress = lambda progress: None, trust_remote_code: bool = False
 ) -> TrainResult:
     """Train, checkpointing every ``checkpoint_every`` steps into ``out_dir``; resume from a checkpoint there."""
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
-    tokenizer, model = load_for_training(config, device, precision)
+    tokenizer, model, encoded, skipped = _prepare(config, device, precision, trust_remote_code)
+    optimizer = _optimizer(model, config, device, precision)
+    checkpoint = out_dir / CHECKPOINT
+    position = checkpoint_position(checkpoint)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    pad_id = tokenizer.pad_token_id
+    # A resumed job keeps its plan: the plan fixes the data order.
+    plan = TrainingPlan(**position["plan"]) if position else _plan(
+        model, config, device, encoded, lambda items, scale: backward(model, items, pad_id=pad_id,
+                                                                      autocast=autocast, scale=scale))
+    set_checkpointed_layers(model, plan.checkpointed_layers)
+    log.info("training plan for %s: %s", config.name, plan)
+    per_epoch = math.ceil(len(encoded) / plan.micro_batch_size)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / plan.grad_accum))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)) * max(0.0, 1 - step / total_steps)
+    )
+    step = resumed_from = position["step"] if position else 0
+    if position:
+        restore_checkpoint(model, optimizer, scheduler, checkpoint)
+        log.info("resuming %s from step %d", config.name, step)
+    order = _DataOrder(encoded, plan, config.seed)
+    model.train()
+    started, loss_value, samples = time.perf_counter(), float("nan"), 0
+    while step < total_steps:
+        groups = order.step(step)
+        loss_value = optimizer_step(model, groups, optimizer, pad_id=pad_id, autocast=autocast, scheduler=scheduler)
+        samples += sum(map(len, groups))
+        step += 1
+        rate = samples / (time.perf_counter() - started)
+        on_progress({
+            "step": step, "total_steps": total_steps, "loss": round(loss_value, 5), "samples_per_s": round(rate, 3),
+            "eta_s": round((total_steps - step) * config.batch_size / rate, 1), "resumed_from": resumed_from,
+            **{k: v for k, v in plan.as_dict().items() if k in ("micro_batch_size", "grad_accum", "checkpointed_layers")},
+        })
+        if step % config.checkpoint_every == 0 and step < total_steps:
+            save_checkpoint(model, optimizer, scheduler, {"step": step, "plan": plan.as_dict()}, checkpoint)
+    model.save_pretrained(out_dir)
+    (out_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return TrainResult(out_dir, step, loss_value, time.perf_counter() - started, len(encoded), skipped,
+                       resumed_from, plan)
+
+
+def _prepare(config: TrainConfig, device: str, precision: str,
+             trust_remote_code: bool) -> tuple[Any, Any, list[Encoded], int]:
+    """Tokenizer, the base model with fresh LoRA layers, the encoded examples, and how many were skipped."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer, model = load_for_training(config, device, precision, trust_remote_code=trust_remote_code)
     errors: list[InputError] = []
     examples = list(iter_training_examples(config.train_data, errors.append))
     for error in errors[:20]:
@@ -142,71 +214,26 @@ def train_adapter(
     model.config.use_cache = False
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=target_modules(model, config), task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
-    optimizer = _optimizer(model, config, device, precision)
-    checkpoint = out_dir / CHECKPOINT
-    state = json.loads((checkpoint / "state.json").read_text()) if (checkpoint / "state.json").is_file() else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    return tokenizer, get_peft_model(model, lora), encoded, too_long + len(errors)
 
-    def forward_backward(items: Sequence[tuple[list[int], list[int]]], scale: float) -> float:
-        batch = {k: v.to(model.device) for k, v in collate(items, tokenizer.pad_token_id).items()}
-        with autocast:
-            loss = answer_loss(model, batch) / scale
-        loss.backward()
-        return loss.item()
 
-    # A resumed job keeps its plan: the plan fixes the data order.
-    plan = TrainingPlan(**state["plan"]) if state else _plan(model, config, device, encoded, forward_backward)
-    set_checkpointed_layers(model, plan.checkpointed_layers)
-    log.info("training plan for %s: %s", config.name, plan)
-    per_epoch = math.ceil(len(encoded) / plan.micro_batch_size)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / plan.grad_accum))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / (config.warmup_steps + 1)) * max(0.0, 1 - step / total_steps)
-    )
-    step = 0
-    if state:
-        set_peft_model_state_dict(model, load_file(checkpoint / "adapter.safetensors"))
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-        step = state["step"]
-        log.info("resuming %s from step %d", config.name, step)
-    resumed_from = step
-    lengths = [len(ids) for ids, _ in encoded]
-    epoch_batches: dict[int, list[list[int]]] = {}
-    model.train()
-    started, loss_value, samples = time.perf_counter(), float("nan"), 0
-    while step < total_steps:
-        accumulated = 0.0
-        for micro in range(plan.grad_accum):
-            index = step * plan.grad_accum + micro
-            epoch, position = divmod(index, per_epoch)
-            if epoch not in epoch_batches:
-                epoch_batches = {epoch: micro_batches(lengths, plan.micro_batch_size, config.seed, epoch)}
-            batch_ids = epoch_batches[epoch][position]
-            accumulated += forward_backward([encoded[i] for i in batch_ids], plan.grad_accum)
-            samples += len(batch_ids)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = accumulated
-        elapsed = time.perf_counter() - started
-        rate = samples / elapsed
-        on_progress({
-            "step": step, "total_steps": total_steps, "loss": round(loss_value, 5), "samples_per_s": round(rate, 3),
-            "eta_s": round((total_steps - step) * config.batch_size / rate, 1),
-            "resumed_from": resumed_from, "micro_batch_size": plan.micro_batch_size, "grad_accum": plan.grad_accum,
-            "checkpointed_layers": plan.checkpointed_layers,
-        })
-        if step % config.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(model, optimizer, scheduler, {"step": step, "plan": plan.as_dict()}, checkpoint)
-    model.save_pretrained(out_dir)
-    (out_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    return TrainResult(out_dir, step, loss_value, time.perf_counter() - started, len(encoded),
-                       too_long + len(errors), resumed_from, plan)
+class _DataOrder:
+    """Which examples each optimizer step takes: shuffled per epoch by the seed, so a resumed job repeats it."""
+
+    def __init__(self, encoded: list[Encoded], plan: TrainingPlan, seed: int) -> None:
+        self.encoded, self.plan, self.seed = encoded, plan, seed
+        self.lengths = [len(ids) for ids, _ in encoded]
+        self.per_epoch = math.ceil(len(encoded) / plan.micro_batch_size)
+        self.epoch_batches: dict[int, list[list[int]]] = {}
+
+    def step(self, step: int) -> list[list[Encoded]]:
+        groups = []
+        for micro in range(self.plan.grad_accum):
+            epoch, position = divmod(step * self.plan.grad_accum + micro, self.per_epoch)
+            if epoch not in self.epoch_batches:
+                self.epoch_batches = {epoch: micro_batches(self.lengths, self.plan.micro_batch_size, self.seed, epoch)}
+            groups.append([self.encoded[i] for i in self.epoch_batches[epoch][position]])
+        return groups
 
 
 def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -219,7 +246,7 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     answer = (labels != IGNORE).any(dim=0).nonzero()
     first = max(int(answer[0]) - 1, 0) if len(answer) else labels.shape[1] - 1
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         logits = model(**inputs, logits_to_keep=labels.shape[1] - first).logits
     else:  # remote modelling code: all positions
         logits = model(**inputs).logits[:, first:]
@@ -229,7 +256,7 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
@@ -250,27 +277,6 @@ def _plan(model: Any, config: TrainConfig, device: str, encoded: Sequence[tuple[
     return choose_plan(probe, batch_size=config.batch_size, layers=layers,
                        budget_bytes=config.gpu_memory_budget_gib * 2**30,
                        micro_batch_size=config.micro_batch_size, checkpointing=config.gradient_checkpointing)
-
-
-def _save_checkpoint(model: Any, optimizer: Any, scheduler: Any, position: dict[str, Any], checkpoint: Path) -> None:
-    """Written beside the old one, then swapped in: a kill mid-write leaves the old one whole."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    staging = checkpoint.with_name(CHECKPOINT + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, staging / "adapter.safetensors")
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    (staging / "state.json").write_text(json.dumps(position))
-    old = checkpoint.with_name(CHECKPOINT + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if checkpoint.exists():
-        checkpoint.rename(old)
-    staging.rename(checkpoint)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _optimizer(model: Any, config: TrainConfig, device: str, precision: str) -> torch.optim.Optimizer:

@@ -80,7 +80,7 @@ def _train_and_register(job_id: int, *, store: StoreRetry, settings: Settings,
                 log.warning("training job %d: progress not written (database unreachable); training goes on", job_id)
             progress_lost["logged"] = True
 
-    result = train_adapter(config, out_dir, on_progress=report)
+    result = train_adapter(config, out_dir, on_progress=report, trust_remote_code=settings.trust_remote_code)
     metrics: dict = {"train_loss": result.loss, "steps": result.steps, "train_seconds": round(result.seconds, 2),
                      "examples": result.examples, "skipped": result.skipped, "resumed_from": result.resumed_from}
     if config.dev_data is not None:

@@ -19,10 +19,12 @@ import pytest
 from sqlalchemy import select
 
 import models
-from models.demo import demo_model_path
+from devkit.assets import demo_model_path
 from models.tables import Document, Status, TrainingJob, Worker
 from tests.faults.stack import Row, Stack, Triplets, corpus_lines
 from worker.engine import CANARY_TEXT
+
+pytestmark = pytest.mark.slow
 
 DEFAULT_LEASES = {"heartbeat_seconds": 10, "lease_seconds": 60, "sweep_seconds": 15}
 TAKEOVER_LIMIT_S = 120

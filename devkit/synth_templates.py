@@ -1,4 +1,4 @@
-"""Sentence templates and name pools of the synthetic DuIE generator (models.synth).
+"""Sentence templates and name pools of the synthetic DuIE generator (devkit.synth).
 
 Placeholders: ``{s}`` the subject, ``{o}`` the object(s), ``{kind}`` a word for the
 subject's kind (电影, 小说, ...). ``full`` templates name the subject; ``tail`` templates

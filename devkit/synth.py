@@ -2,25 +2,24 @@
 
 Entity names are assembled from fixed character pools, so names are open-vocabulary
 (a model cannot memorise them) while ``CHARACTERS`` still covers every emitted text;
-a character-level tokenizer built from it never meets an unknown character.
+a character-level tokenizer built from it never meets an unknown character. Write the
+examples as DuIE 2.0 lines with ``models.duie.write_jsonl``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import string
 from collections.abc import Iterable
-from pathlib import Path
 
-from models.errors import ConfigError
-from models.schema import PredicateSchema, Relation, load_schema
-from models.synth_templates import (
+from devkit.synth_templates import (
     AWARD_CATEGORIES, AWARD_NAMES, BRAND_CHARS, CITIES, CLIMATES, COMPANY_SUFFIXES, COMPOUND_SURNAMES, COUNTRIES,
     COUNTRY_SUFFIXES, DYNASTIES, FILLERS, GIVEN_CHARS, HAO_CHARS, HAO_SUFFIXES, INDUSTRIES, KIND_WORDS, LANGUAGES,
-    MAJORS, MOUNTAIN_SUFFIXES, PLACE_CHARS, REGION_SUFFIXES, SCENIC_SUFFIXES, SCHOOL_SUFFIXES, SURNAMES, Spec,
-    TEMPLATES, TITLE_SUFFIXES, TITLE_TAILS, TRANSLIT_CHARS, UNITS, WORK_HEADS, WORK_KINDS, YEARS_OF_STUDY,
+    MAJORS, MOUNTAIN_SUFFIXES, PLACE_CHARS, REGION_SUFFIXES, SCENIC_SUFFIXES, SCHOOL_SUFFIXES, SURNAMES, TEMPLATES,
+    TITLE_SUFFIXES, TITLE_TAILS, TRANSLIT_CHARS, UNITS, WORK_HEADS, WORK_KINDS, YEARS_OF_STUDY, Spec
 )
+from models.errors import ConfigError
+from models.schema import PredicateSchema, Relation, load_schema
 from models.triplet import Triplet
 
 PUNCTUATION = "，。、《》"
@@ -174,23 +173,6 @@ def generate_examples(
     if len(examples) == count:
         return examples
     raise ConfigError(f"schema {schema.name}: cannot make {count} distinct sentences")
-
-
-def write_duie_jsonl(path: Path, examples: Iterable[tuple[str, Iterable[Triplet]]]) -> None:
-    """Write ``examples`` as DuIE 2.0 lines (complex object fields as {"@value": ...})."""
-    with Path(path).open("w", encoding="utf-8") as out:
-        for text, triplets in examples:
-            spo_list = [
-                {
-                    "subject": t.subject,
-                    "subject_type": t.subject_type,
-                    "predicate": t.predicate,
-                    "object": {"@value": t.object},
-                    "object_type": {"@value": t.object_type},
-                }
-                for t in triplets
-            ]
-            out.write(json.dumps({"text": text, "spo_list": spo_list}, ensure_ascii=False) + "\n")
 
 
 def _example(
