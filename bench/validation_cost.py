@@ -17,12 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import make_texts  # noqa: E402
 from models.parser import parse_triplets  # noqa: E402
 from models.prompt import format_answer  # noqa: E402
 from models.schema import load_schema  # noqa: E402
 from models.triplet import Triplet  # noqa: E402
 from models.validate import check_triplets  # noqa: E402
-from bench.extract_gpu import make_texts  # noqa: E402
 
 
 def answers_for(texts: list[str]) -> list[str]:

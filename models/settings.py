@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +16,7 @@ ENV_PREFIX = "TRIPLETS_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///./triplets.db"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+Seconds = Annotated[float, Field(gt=0)]
 
 
 class Settings(BaseSettings):
@@ -72,19 +73,19 @@ class Settings(BaseSettings):
         3600, gt=0, description="Seconds before an unacknowledged message is redelivered (a backstop: work of a "
         "dead worker is taken over by lease, and a redelivery of work held by a live worker is skipped)."
     )
-    heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker proves it is alive.")
-    lease_seconds: float = Field(
-        60.0, gt=0, description="A worker silent this long is dead: its documents and training job are taken over."
+    heartbeat_seconds: Seconds = Field(10.0, description="How often a worker proves it is alive.")
+    lease_seconds: Seconds = Field(
+        60.0, description="A worker silent this long is dead: its documents and training job are taken over."
     )
-    sweep_seconds: float = Field(
-        15.0, gt=0, description="How often workers look for the work of dead workers and for lost messages."
+    sweep_seconds: Seconds = Field(
+        15.0, description="How often workers look for the work of dead workers and for lost messages."
     )
-    stall_seconds: float = Field(
-        900.0, gt=0, description="A worker whose engine or trainer makes no progress this long exits (a hung GPU); "
+    stall_seconds: Seconds = Field(
+        900.0, description="A worker whose engine or trainer makes no progress this long exits (a hung GPU); "
         "its work is taken over. Kept below the visibility timeout."
     )
-    store_retry_seconds: float = Field(
-        3600.0, gt=0, description="How long a worker waits for an unreachable database before it gives its "
+    store_retry_seconds: Seconds = Field(
+        3600.0, description="How long a worker waits for an unreachable database before it gives its "
         "message back and exits."
     )
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower.")

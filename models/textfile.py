@@ -1,13 +1,17 @@
-"""Opening a user's text file: UTF-8, or UTF-16/32 by BOM; one bad byte costs one line; no line held whole past a bound."""
+"""Reading a user's text file: UTF-8, or UTF-16/32 by BOM; one bad byte or bad line costs one line; no line
+held whole past a bound."""
 
 from __future__ import annotations
 
 import codecs
 import io
 import re
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, TypeVar
 
+from models.errors import InputError
+
+Parsed = TypeVar("Parsed")
 SNIFF_BYTES = 8192
 INVALID_TEXT = re.compile("[\ud800-\udfff]")  # what undecodable bytes become, and JSON's lone "\ud800"
 # UTF-32 first: its little-endian BOM begins with UTF-16's.
@@ -46,3 +50,24 @@ def bounded_lines(stream: io.TextIOWrapper, limit: int, *, ends: str = "\n") -> 
         while (chunk := stream.readline(65536)) and chunk[-1] not in ends:
             length += len(chunk)
         yield length + len(chunk.rstrip("\r\n"))
+
+
+def parse_lines(
+    lines: Iterable[str | int], parse: Callable[[str | int, int], Parsed | None],
+    on_error: Callable[[InputError], None], *, name: str, invalid: str,
+) -> Iterator[Parsed]:
+    """``parse(line, number)`` of each of ``lines`` (as bounded_lines gives them, numbered from 1) that
+    is not None. An InputError it raises costs its line only: it goes to ``on_error`` and reading goes
+    on. A decoding error ends the file there, reported as ``f"{name}:{line}: {invalid}"``."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            try:
+                parsed = parse(line, number)
+            except InputError as err:
+                on_error(err)
+                continue
+            if parsed is not None:
+                yield parsed
+    except UnicodeDecodeError:  # only UTF-16/32 can fail (a cut-off last character): the file ends there
+        on_error(InputError(f"{name}:{number + 1}", invalid))

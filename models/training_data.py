@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from models.duie import parse_record, parse_spo_list, require_text
 from models.errors import InputError, ParseError
 from models.parser import parse_triplets
 from models.prompt import TEMPLATES
-from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
+from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, parse_lines, sniff_encoding, text_stream
 from models.triplet import Triplet
 
 TEXT_MARKER = "文本："
@@ -65,29 +66,15 @@ def iter_training_examples(
             codec, encoding = sniff_encoding(binary.read(SNIFF_BYTES))
             binary.seek(0)
             lines = bounded_lines(text_stream(binary, codec, newline="\n"), MAX_LINE_CHARS)
-            yield from _examples(islice(lines, max_lines), str(path), encoding, on_error)
+            parse = partial(_example, path=str(path), encoding=encoding)
+            yield from parse_lines(islice(lines, max_lines), parse, on_error, name=str(path),
+                                   invalid=f"not valid {encoding}")
         except OSError as err:
             on_error(InputError(str(path), f"cannot read: {err.strerror or err}"))
 
 
-def _examples(
-    lines: Iterator[str | int], path: str, encoding: str, on_error: ErrorHandler
-) -> Iterator[TrainingExample]:
-    number = 0
-    try:
-        for number, line in enumerate(lines, start=1):
-            try:
-                example = _example(line, f"{path}:{number}", encoding)
-            except InputError as err:
-                on_error(err)
-                continue
-            if example is not None:
-                yield example
-    except UnicodeDecodeError:  # only UTF-16/32 can fail (a cut-off last character): the file ends there
-        on_error(InputError(f"{path}:{number + 1}", f"not valid {encoding}"))
-
-
-def _example(line: str | int, source: str, encoding: str) -> TrainingExample | None:
+def _example(line: str | int, number: int, *, path: str, encoding: str) -> TrainingExample | None:
+    source = f"{path}:{number}"
     if isinstance(line, int):
         raise InputError(source, f"line of {line:,} characters, longer than {MAX_LINE_CHARS:,}")
     if not line.strip():

@@ -9,9 +9,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.errors import TripletsError
 from models.settings import load_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 READY_TIMEOUT_S = 120
 
@@ -32,11 +36,7 @@ def local_worker(
         )
     app = create_app(load_settings(broker_url=env["TRIPLETS_BROKER_URL"]))
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        # ping blocks up to its timeout waiting for replies, so the broker paces this loop.
-        while not app.control.ping(timeout=1.0):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise TripletsError(f"worker did not start; its log {log_path} ends:\n{log_path.read_text()[-2000:]}")
+        wait_until_ready(app, process, log_path, READY_TIMEOUT_S)
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
@@ -46,3 +46,13 @@ def local_worker(
             process.kill()
             process.wait()
         app.close()
+
+
+def wait_until_ready(app: Celery, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    """Return once a worker answers a ping on ``app``'s broker; TripletsError, with the end of the
+    worker's log, if ``process`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    # ping blocks up to its timeout waiting for replies, so the broker paces this loop.
+    while not app.control.ping(timeout=1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise TripletsError(f"worker did not start; its log {log_path} ends:\n{log_path.read_text()[-2000:]}")

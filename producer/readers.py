@@ -15,15 +15,13 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from models.errors import InputError
 from models.settings import Settings
-from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, sniff_encoding, text_stream
-
-if TYPE_CHECKING:
-    from _csv import _reader as CsvReader
+from models.textfile import INVALID_TEXT, SNIFF_BYTES, bounded_lines, parse_lines, sniff_encoding, text_stream
 
 SUFFIXES = (".txt", ".jsonl", ".csv")
 EXPECTED = "expected .txt, .jsonl or .csv"
@@ -95,9 +93,10 @@ def _read_file(path: Path, max_chars: int, on_error: ErrorHandler) -> Iterator[R
                 stream = text_stream(binary, codec, newline="")
                 yield from _read_csv(bounded_lines(stream, file.line_limit, ends="\r\n"), file, on_error)
             else:
-                parse = _parse_txt if file.line_is_record else _parse_jsonl
+                parse = partial(_line_document, file=file, parse=_parse_txt if file.line_is_record else _parse_jsonl)
                 stream = text_stream(binary, codec, newline="\n")
-                yield from _read_lines(bounded_lines(stream, file.line_limit), file, parse, on_error)
+                lines = bounded_lines(stream, file.line_limit)
+                yield from parse_lines(lines, parse, on_error, name=file.name, invalid=file.invalid)
         except OSError as err:
             on_error(InputError(shown(path), os_reason(err)))
 
@@ -129,23 +128,14 @@ class _File:
 Parser = Callable[[str, _File, int], RawDocument]
 
 
-def _read_lines(
-    lines: Iterator[str | int], file: _File, parse: Parser, on_error: ErrorHandler
-) -> Iterator[RawDocument]:
-    number = 0
-    try:
-        for number, line in enumerate(lines, start=1):
-            source = f"{file.name}:{number}"
-            try:
-                if isinstance(line, int):
-                    raise InputError(source, file.too_long_line(line))
-                if line.rstrip("\r\n"):  # an empty line separates documents: no message
-                    _check_raw(line, source, file)
-                    yield parse(line, file, number)
-            except InputError as err:
-                on_error(err)
-    except UnicodeDecodeError:  # only UTF-16/32 can fail (a cut-off last character): the file ends there
-        on_error(InputError(f"{file.name}:{number + 1}", file.invalid))
+def _line_document(line: str | int, number: int, *, file: _File, parse: Parser) -> RawDocument | None:
+    source = f"{file.name}:{number}"
+    if isinstance(line, int):
+        raise InputError(source, file.too_long_line(line))
+    if not line.rstrip("\r\n"):  # an empty line separates documents: no message
+        return None
+    _check_raw(line, source, file)
+    return parse(line, file, number)
 
 
 def _check_raw(line: str, source: str, file: _File, label: str = "") -> None:
@@ -252,8 +242,16 @@ def _csv_columns(header: list[str] | None, file: _File) -> tuple[int, int | None
     return columns.index("text"), columns.index("id") if "id" in columns else None
 
 
+class _CsvReader(Protocol):
+    """What csv.reader returns, as far as it is used here (its class is private to the csv module)."""
+
+    line_num: int
+
+    def __next__(self) -> list[str]: ...
+
+
 def _csv_rows(
-    reader: CsvReader, columns: tuple[int, int | None], file: _File, too_long: dict[int, int],
+    reader: _CsvReader, columns: tuple[int, int | None], file: _File, too_long: dict[int, int],
     on_error: ErrorHandler,
 ) -> Iterator[RawDocument]:
     while True:

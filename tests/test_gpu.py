@@ -21,8 +21,8 @@ HELD_OUT = [parse_record(json.loads(line)) for line in
 
 
 def _engine(**overrides: object) -> HuggingFaceEngine:
-    return HuggingFaceEngine.from_settings(load_settings(base_model=demo_model_path(), device="cuda", max_new_tokens=160,
-                                                         **overrides))
+    settings = {"base_model": demo_model_path(), "device": "cuda", "max_new_tokens": 160}
+    return HuggingFaceEngine.from_settings(load_settings(**{**settings, **overrides}))
 
 
 def test_four_bit_extraction_on_cuda_finds_the_gold_triplets() -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from models.db import make_session_factory
 from models.migrate import upgrade
 from models.tables import Document, Job, TrainingJob
-from tests.test_readers import tiny_png
+from tests.corpus_files import tiny_png
 from tests.workers import worker_env
 
 MAX = "more than TRIPLETS_MAX_DOCUMENT_CHARS (1,000,000)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_a_generous_budget_takes_the_whole_batch_without_checkpointing() -> None
     chosen = plan(80)
     assert (chosen.micro_batch_size, chosen.grad_accum, chosen.checkpointed_layers, chosen.layers) == (8, 1, 0, 28)
     assert chosen.estimated_peak_gib == pytest.approx(4 + 8 * 2.5, abs=0.01)
-    assert chosen.as_dict()["micro_batch_size"] == 8
+    assert asdict(chosen)["micro_batch_size"] == 8
 
 
 def test_a_tight_budget_checkpoints_the_fewest_layers_that_fit() -> None:
@@ -100,7 +101,7 @@ def test_a_probe_that_ran_out_of_memory_unchecked_still_plans_all_checkpointed()
     assert (chosen.micro_batch_size, chosen.grad_accum, chosen.checkpointed_layers) == (8, 1, LAYERS)
     assert chosen.estimated_peak_gib is not None and math.isfinite(chosen.estimated_peak_gib)
     assert chosen.estimated_peak_gib == pytest.approx(4 + 8 * 0.3, abs=0.01)
-    assert not any(isinstance(v, float) and math.isnan(v) for v in chosen.as_dict().values())
+    assert not any(isinstance(v, float) and math.isnan(v) for v in asdict(chosen).values())
     small = plan(5.1, probe)  # usable 0.69 GiB: two samples checkpointed, not four
     assert (small.micro_batch_size, small.checkpointed_layers) == (2, LAYERS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_every_document_ends_done_or_failed_with_reason(sessions: sessionmaker[S
     ids = _submit(sessions, TEXT, "乱码", "空")
     answers = {TEXT: GOOD, "乱码": "I cannot help with that", "空": "[]"}
     report = _process(ids, ScriptedEngine(answers.__getitem__), sessions)
-    assert report.as_dict() == {"claimed": 3, "done": 2, "failed": 1, "triplets": 1, "resent": 0, "skipped": 0}
+    assert asdict(report) == {"claimed": 3, "done": 2, "failed": 1, "triplets": 1, "resent": 0, "skipped": 0}
     docs = _documents(sessions)
     assert docs[TEXT].status == Status.done
     assert docs["空"].status == Status.done

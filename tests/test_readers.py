@@ -1,14 +1,10 @@
-"""Tests for producer.readers and producer.submit.resolve_corpus: formats, encodings, folders,
-hostile input, streaming. The same cases through the CLI are in test_hostile_input.py."""
+"""Tests for producer.readers and producer.submit.resolve_corpus: formats, ids, folders and links.
+Hostile lines, encodings and sizes are in test_readers_hostile.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import struct
-import tracemalloc
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,38 +12,28 @@ import pytest
 from models.errors import InputError
 from producer.readers import RawDocument, iter_documents
 from producer.submit import resolve_corpus
+from tests.corpus_files import messages, read, write
 
 
-def read(*paths: Path | str, max_chars: int = 1_000_000) -> tuple[list[RawDocument], list[InputError]]:
-    """Documents and errors of the files and folders ``paths``, as `triplets submit` reads them."""
-    errors: list[InputError] = []
-    documents = list(iter_documents(resolve_corpus(paths, errors.append), errors.append, max_chars=max_chars))
-    return documents, errors
-
-
-def messages(errors: list[InputError]) -> list[str]:
-    return [str(e) for e in errors]
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        content = content.encode("utf-8")
-    path.write_bytes(content)
-    return path
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    pytest.param("a.txt", "  周杰伦出生于台湾。 \n\n\r\n《七里香》是周杰伦的专辑。\r\n",
+                 [("周杰伦出生于台湾。", "a.txt:1", 1), ("《七里香》是周杰伦的专辑。", "a.txt:4", 4)],
+                 id="txt: a document a line, empty lines skipped silently"),
+    pytest.param("c.jsonl", '{"text": "甲"}\n{"text": "乙", "id": "doc-7"}\n{"text": "丙", "id": 42}\n\n',
+                 [("甲", "c.jsonl:1", 1), ("乙", "doc-7", 2), ("丙", "42", 3)], id="jsonl: text and ids"),
+    pytest.param("d.csv", "id,text,extra\nx1,第一条,a\n,第二条,b\n",
+                 [("第一条", "x1", 2), ("第二条", "d.csv:3", 3)], id="csv: text and id columns"),
+])
+def test_documents_with_their_ids_and_starting_lines(
+    tmp_path: Path, name: str, content: str, expected: list[tuple[str, str, int]]
+) -> None:
+    path = write(tmp_path / name, content)
+    documents, errors = read(path)
+    assert errors == []
+    assert documents == [RawDocument(text, external_id, f"{path}:{line}") for text, external_id, line in expected]
 
 
 # --- .txt -------------------------------------------------------------------
-
-
-def test_txt_one_document_per_line_empty_lines_skipped_silently(tmp_path: Path) -> None:
-    path = write(tmp_path / "a.txt", "  周杰伦出生于台湾。 \n\n\r\n《七里香》是周杰伦的专辑。\r\n")
-    documents, errors = read(path)
-    assert errors == []
-    assert documents == [
-        RawDocument("周杰伦出生于台湾。", "a.txt:1", f"{path}:1"),
-        RawDocument("《七里香》是周杰伦的专辑。", "a.txt:4", f"{path}:4"),
-    ]
 
 
 def test_txt_accepts_utf8_bom(tmp_path: Path) -> None:
@@ -68,22 +54,6 @@ def test_txt_bad_utf8_line_is_reported_and_rest_is_read(tmp_path: Path) -> None:
 
 
 # --- .jsonl -----------------------------------------------------------------
-
-
-def test_jsonl_text_and_ids(tmp_path: Path) -> None:
-    lines = [
-        {"text": "甲"},
-        {"text": "乙", "id": "doc-7"},
-        {"text": "丙", "id": 42},
-    ]
-    path = write(tmp_path / "c.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n\n")
-    documents, errors = read(path)
-    assert errors == []
-    assert documents == [
-        RawDocument("甲", "c.jsonl:1", f"{path}:1"),
-        RawDocument("乙", "doc-7", f"{path}:2"),
-        RawDocument("丙", "42", f"{path}:3"),
-    ]
 
 
 def test_jsonl_accepts_duie_line(tmp_path: Path) -> None:
@@ -162,15 +132,6 @@ def test_jsonl_rejects_lone_surrogate_escape(tmp_path: Path) -> None:
 
 # --- .csv -------------------------------------------------------------------
 
-
-def test_csv_text_and_id_columns(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.csv", "id,text,extra\nx1,第一条,a\n,第二条,b\n")
-    documents, errors = read(path)
-    assert errors == []
-    assert documents == [
-        RawDocument("第一条", "x1", f"{path}:2"),
-        RawDocument("第二条", "d.csv:3", f"{path}:3"),
-    ]
 
 
 def test_csv_multiline_quoted_field_reports_starting_line(tmp_path: Path) -> None:
@@ -292,161 +253,3 @@ def test_undecodable_file_name_is_shown_with_a_replacement_character(tmp_path: P
     assert documents[0].external_id == "bad\ufffd.txt:1"
     assert messages(errors) == [f"{tmp_path}/bad\ufffd.txt:2: no visible text"]
     "".join(messages(errors)).encode("utf-8")  # printable and storable: no lone surrogates
-
-
-# --- hostile lines ----------------------------------------------------------
-
-INVISIBLE = [" \t ", "\u3000", "\u200b", "\u200b\u200c\u200d", "\u2060", "\ufeff", "\x01\x02", "\x7f\u200b"]
-
-
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
-def test_lines_without_visible_text_are_reported_line_by_line(tmp_path: Path, suffix: str) -> None:
-    values = ["前", *INVISIBLE, "后"]
-    if suffix == ".txt":
-        body, first, label = "\n".join(values), 1, ""
-    elif suffix == ".jsonl":
-        body, first, label = "\n".join(json.dumps({"text": v}) for v in values), 1, "'text': "
-    else:
-        body, first, label = "text\n" + "\n".join(f'"{v}"' for v in values), 2, "'text': "
-    path = write(tmp_path / f"v{suffix}", body + "\n")
-    documents, errors = read(path)
-    assert [d.text for d in documents] == ["前", "后"]
-    lines = range(first + 1, first + 1 + len(INVISIBLE))
-    assert messages(errors) == [f"{path}:{n}: {label}no visible text" for n in lines]
-
-
-def test_nul_bytes_cost_their_line_only(tmp_path: Path) -> None:
-    txt = write(tmp_path / "n.txt", "好\na\x00b\n也好\n")
-    jsonl = write(tmp_path / "n.jsonl", '{"text": "a\\u0000b"}\n{"text": "ok", "id": "x\\u0000"}\n{"text": "甲"}\n')
-    csv_file = write(tmp_path / "n.csv", "id,text\n1,a\x00b\n2\x00,c\n3,乙\n")
-    documents, errors = read(txt, jsonl, csv_file)
-    assert [d.text for d in documents] == ["好", "也好", "甲", "乙"]
-    assert messages(errors) == [
-        f"{txt}:2: contains NUL bytes",
-        f"{jsonl}:1: 'text': contains NUL bytes",
-        f"{jsonl}:2: 'id': contains NUL bytes",
-        f"{csv_file}:2: 'text': contains NUL bytes",
-        f"{csv_file}:3: 'id': contains NUL bytes",
-    ]
-
-
-@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
-def test_utf16_and_utf32_files_with_a_bom_are_decoded(tmp_path: Path, codec: str) -> None:
-    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(codec, b"")
-    def encode(text: str) -> bytes:
-        return bom + text.encode(codec)
-    txt = write(tmp_path / "w.txt", encode("第一行\r\n\r\n第二行 \r\n"))
-    jsonl = write(tmp_path / "w.jsonl", encode('{"text": "甲", "id": "j1"}\r\n{"text": "乙"}\r\n'))
-    csv_file = write(tmp_path / "w.csv", encode('id,text\r\nc1,"多\r\n行"\r\nc2,丙\r\n'))
-    documents, errors = read(txt, jsonl, csv_file)
-    assert errors == []
-    assert [(d.text, d.external_id) for d in documents] == [
-        ("第一行", "w.txt:1"), ("第二行", "w.txt:3"), ("甲", "j1"), ("乙", "w.jsonl:2"), ("多\r\n行", "c1"),
-        ("丙", "c2"),
-    ]
-
-
-def test_broken_utf16_costs_a_line_or_the_cut_off_end(tmp_path: Path) -> None:
-    lone_surrogate = b"\x00\xd8"  # UTF-16-LE of U+D800 alone
-    content = b"\xff\xfe" + "好\n".encode("utf-16-le") + lone_surrogate + "\n也好\n末".encode("utf-16-le") + b"\x00"
-    path = write(tmp_path / "u.txt", content)
-    documents, errors = read(path)
-    assert [d.text for d in documents] == ["好", "也好"]
-    assert messages(errors) == [f"{path}:2: not valid UTF-16", f"{path}:4: not valid UTF-16"]
-
-
-def tiny_png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    pixels = zlib.compress(b"".join(b"\x00" + bytes(range(48)) for _ in range(16)))
-    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-@pytest.mark.parametrize(
-    "content", [tiny_png(), b"\x00\x01" + random.Random(0).randbytes(50_000)], ids=["png", "random"]
-)
-def test_binary_file_renamed_txt_is_one_message(tmp_path: Path, content: bytes) -> None:
-    binary = write(tmp_path / "image.txt", content)
-    good = write(tmp_path / "good.txt", "正文\n")
-    documents, errors = read(binary, good)
-    assert [d.text for d in documents] == ["正文"]
-    assert messages(errors) == [f"{binary}: binary file, not text"]
-
-
-# --- records over TRIPLETS_MAX_DOCUMENT_CHARS -------------------------------
-
-
-def test_record_at_the_limit_is_read_one_over_is_reported(tmp_path: Path) -> None:
-    path = write(tmp_path / "l.txt", f"{'a' * 100}\n  {'b' * 101}  \n{'c' * 5}\n")
-    jsonl = write(tmp_path / "l.jsonl", json.dumps({"text": "中" * 101}) + "\n" + json.dumps({"text": "中" * 100}) + "\n")
-    csv_file = write(tmp_path / "l.csv", f"text\n{'x' * 101}\nok\n")
-    documents, errors = read(path, jsonl, csv_file, max_chars=100)
-    assert [len(d.text) for d in documents] == [100, 5, 100, 2]
-    over = "more than TRIPLETS_MAX_DOCUMENT_CHARS (100)"
-    assert messages(errors) == [
-        f"{path}:2: 101 characters, {over}",
-        f"{jsonl}:1: 'text': 101 characters, {over}",
-        f"{csv_file}:2: 'text': 101 characters, {over}",
-    ]
-
-
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
-def test_5mb_line_is_skipped_without_holding_it(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"huge{suffix}"
-    with path.open("w", encoding="utf-8") as out:
-        out.write("text\n" if suffix == ".csv" else "")
-        out.write(json.dumps({"text": "前"}, ensure_ascii=False) + "\n" if suffix == ".jsonl" else "前\n")
-        out.write("x" * 5_000_000 + "\n")
-        out.write(json.dumps({"text": "后"}, ensure_ascii=False) + "\n" if suffix == ".jsonl" else "后\n")
-    errors: list[InputError] = []
-    tracemalloc.start()
-    try:
-        documents = [d.text for d in iter_documents([path], errors.append, max_chars=1000)]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert documents == ["前", "后"]
-    line = 3 if suffix == ".csv" else 2
-    length = "5,000,000 characters" if suffix == ".txt" else "line of 5,000,000 characters"
-    assert messages(errors) == [f"{path}:{line}: {length}, more than TRIPLETS_MAX_DOCUMENT_CHARS (1,000)"]
-    assert peak < 1_000_000
-
-
-# --- streaming --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
-def test_large_file_is_streamed_with_flat_memory(tmp_path: Path, suffix: str) -> None:
-    line_count = 200_000
-    body = "北京是中华人民共和国的首都，也是全国的政治、文化中心。" * 4  # ~100 chars, ~300 bytes
-    path = tmp_path / f"large{suffix}"
-    with path.open("w", encoding="utf-8") as out:
-        if suffix == ".csv":
-            out.write("id,text\n")
-        for n in range(line_count):
-            if suffix == ".txt":
-                out.write(f"{n} {body}\n")
-            elif suffix == ".jsonl":
-                out.write(json.dumps({"id": n, "text": body}, ensure_ascii=False) + "\n")
-            else:
-                out.write(f"{n},{body}\n")
-    assert path.stat().st_size > 50_000_000
-
-    errors: list[InputError] = []
-    tracemalloc.start()
-    try:
-        documents = iter_documents([path], errors.append)
-        first = next(documents)
-        first_peak = tracemalloc.get_traced_memory()[1]
-        count = 1 + sum(1 for _ in documents)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-
-    assert errors == []
-    assert first.text.endswith(body)
-    assert first_peak < 1_000_000
-    assert count == line_count
-    assert peak < 5_000_000

@@ -112,17 +112,19 @@ def test_random_model_generates_left_padded_batch(random_model_dir, architecture
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1  # left padding
     with torch.no_grad():
-        output = model.generate(**batch, max_new_tokens=5, do_sample=False)
-    assert output.shape[0] == 2 and output.shape[1] <= batch["input_ids"].shape[1] + 5
-    decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert all(isinstance(text, str) for text in decoded)
+        output = model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        alone = model.generate(**tokenizer(prompts[:1], return_tensors="pt"), max_new_tokens=5, min_new_tokens=5,
+                               do_sample=False)
+    new = output[:, batch["input_ids"].shape[1]:]
+    assert new.shape == (2, 5)
+    # left padding is masked out: the short prompt continues as it does alone
+    assert new[0].tolist() == alone[0, -5:].tolist()
 
 
 def test_demo_model_memorises_every_example(demo_model):
     _, stats = demo_model
     assert stats["exact_match"] == 1.0
-    assert stats["seconds"] < 120
-    assert stats["params"] > 0
+    assert stats["steps"] < 1500  # it stopped because it had memorised them, not at the step limit
 
 
 def test_demo_model_extracts_through_worker_path(demo_model):

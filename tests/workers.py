@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -10,3 +12,9 @@ def worker_env(**settings: str | Path | int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPLETS_")}
     env.update({f"TRIPLETS_{name.upper()}": str(value) for name, value in settings.items()})
     return env
+
+
+def triplets(env: dict[str, str], *args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """``triplets ARGS`` run in ``cwd`` with ``env``, its output captured."""
+    return subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)

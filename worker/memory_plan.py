@@ -14,9 +14,8 @@ That order is measured (bench/train_gpu.py, H200, 6B GLM, 518-token samples, 8 p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -29,14 +28,15 @@ ALLOCATOR_SLACK = 0.92
 
 @dataclass(frozen=True, slots=True)
 class TrainingPlan:
+    """Micro-batches of ``micro_batch_size`` samples, ``grad_accum`` of them a step, the first
+    ``checkpointed_layers`` of ``layers`` checkpointed. ``estimated_peak_gib`` is None where no
+    measured plan fits the budget, or nothing was measured (on the CPU)."""
+
     micro_batch_size: int
     grad_accum: int
     checkpointed_layers: int
     layers: int
     estimated_peak_gib: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

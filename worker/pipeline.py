@@ -40,10 +40,6 @@ class GroupReport:
     resent: int = 0  # lost documents queued again in smaller groups
     skipped: int = 0  # held by a live worker, or no longer held by this one when storing
 
-    def as_dict(self) -> dict[str, int]:
-        return {"claimed": self.claimed, "done": self.done, "failed": self.failed, "triplets": self.triplets,
-                "resent": self.resent, "skipped": self.skipped}
-
 
 class AdapterFollower:
     """Keeps an engine on the adapter promoted for its base model, unless the worker's adapter is fixed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from celery import Task
@@ -52,7 +53,7 @@ def extract(document_ids: object = None, *args: object, **kwargs: object) -> dic
     except WorkerFault as exc:
         rt.stop(EXIT_WORKER_FAULT, str(exc))
         raise Reject(str(exc), requeue=True) from exc
-    return report.as_dict()
+    return asdict(report)
 
 
 @app.task(bind=True, name=TRAIN_TASK, Strategy=GUARDED_STRATEGY, throws=(TrainingFailed,))

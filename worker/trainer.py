@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,10 +187,10 @@ def train_adapter(
         on_progress({
             "step": step, "total_steps": total_steps, "loss": round(loss_value, 5), "samples_per_s": round(rate, 3),
             "eta_s": round((total_steps - step) * config.batch_size / rate, 1), "resumed_from": resumed_from,
-            **{k: v for k, v in plan.as_dict().items() if k in ("micro_batch_size", "grad_accum", "checkpointed_layers")},
+            **{k: v for k, v in asdict(plan).items() if k in ("micro_batch_size", "grad_accum", "checkpointed_layers")},
         })
         if step % config.checkpoint_every == 0 and step < total_steps:
-            save_checkpoint(model, optimizer, scheduler, {"step": step, "plan": plan.as_dict()}, checkpoint)
+            save_checkpoint(model, optimizer, scheduler, {"step": step, "plan": asdict(plan)}, checkpoint)
     model.save_pretrained(out_dir)
     (out_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     shutil.rmtree(checkpoint, ignore_errors=True)

@@ -21,7 +21,7 @@ from sqlalchemy import select
 import models
 from devkit.assets import demo_model_path
 from models.tables import Document, Status, TrainingJob, Worker
-from tests.faults.stack import Row, Stack, Triplets, corpus_lines
+from tests.faults.stack import Row, Stack, Triplets, WorkerProcess, corpus_lines
 from worker.engine import CANARY_TEXT
 
 pytestmark = pytest.mark.slow
@@ -46,12 +46,17 @@ def _mid_job(stack: Stack) -> None:
     stack.wait_for(lambda: stack.count(Status.running) and stack.count(Status.done), "a group in flight")
 
 
-def test_a_worker_process_killed_mid_group(stack: Stack, clean: dict[str, Triplets], record) -> None:
-    worker = stack.worker("a")
-    stack.submit(stack.corpus(corpus_lines()), "a")
+def _one_worker_mid_job(stack: Stack, worker: str, job: str) -> tuple[WorkerProcess, str | None, list[int]]:
+    """A worker alone on a new job, caught mid-job: it, its worker id then, and the documents it held."""
+    process = stack.worker(worker)
+    stack.submit(stack.corpus(corpus_lines()), job)
     _mid_job(stack)
-    first_id = worker.live_id()
-    held = _running_held_by(stack, first_id)
+    worker_id = process.live_id()
+    return process, worker_id, _running_held_by(stack, worker_id)
+
+
+def test_a_worker_process_killed_mid_group(stack: Stack, clean: dict[str, Triplets], record) -> None:
+    worker, first_id, held = _one_worker_mid_job(stack, "a", "a")
     worker.engine_process().send_signal(signal.SIGKILL)
     stack.wait_finished()
     row = record(stack.row("(a) SIGKILL the worker process mid-group", clean,
@@ -88,11 +93,7 @@ def test_b_worker_main_process_killed_is_taken_over_within_two_minutes(
 
 
 def test_c_warm_shutdown_finishes_the_group_in_hand(stack: Stack, clean: dict[str, Triplets], record) -> None:
-    worker = stack.worker("c1")
-    stack.submit(stack.corpus(corpus_lines()), "c")
-    _mid_job(stack)
-    worker_id = worker.live_id()
-    held = _running_held_by(stack, worker_id)
+    worker, _, held = _one_worker_mid_job(stack, "c1", "c")
     assert worker.stop() == 0
     with stack.sessions() as session:
         statuses = {status for (status,) in session.execute(select(Document.status).where(Document.id.in_(held)))}
