@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.common import SHAPES, bench_parser, build_model, free_memory, make_texts, new_report, save  # noqa: E402
-from bench.extract_celery import run_through_celery  # noqa: E402
 from devkit.assets import demo_schema_path  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
@@ -124,6 +123,8 @@ def main() -> None:
             run_bf16(args, report, texts, base, adapter, device)
             free_memory()
         if "celery" in variants:
+            from bench.extract_celery import run_through_celery  # the store and broker, only for this variant
+
             standalone = next((r for r in report["rows"] if r.get("variant") == f"engine ({args.celery_loop})"
                                and r["batch"] == args.celery_batch), None)
             report["celery"] = run_through_celery(base, adapter, texts, args.celery_batch, args.new_tokens, Path(tmp),

@@ -47,9 +47,10 @@ class Settings(BaseSettings):
         8192, ge=0, description="Prompt tokens prefilled at once inside a larger decode batch (0: all at once); "
         "bounds the prefill's activation memory."
     )
-    decode_loop: Literal["auto", "generate", "static"] = Field(
-        "auto", description="static: greedy decoding over a preallocated KV cache written in place (worker/"
-        "static_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
+    decode_loop: Literal["auto", "generate", "static", "continuous"] = Field(
+        "auto", description="static: length-sorted batches over a preallocated KV cache written in place (worker/"
+        "static_decode.py); continuous: one batch whose ended rows are refilled with the next prompts (worker/"
+        "continuous_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
     )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt; longer documents are read in windows.")
     max_document_tokens: int = Field(

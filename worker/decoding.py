@@ -28,6 +28,8 @@ class DecodeRequest:
     eos_ids: Sequence[int]
     pad_id: int
     prefill_chunk: int  # prompts prefilled at once; 0: all
+    # Benchmarks only: each row's answer forced to exactly this many tokens (None in production).
+    forced_lengths: Sequence[int] | None = None
 
 
 class Decoder(Protocol):

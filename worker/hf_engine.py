@@ -22,6 +22,7 @@ from models.adapter_files import check_adapter_folder, model_key
 from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
 from worker.batching import Prompt, batch_token_limit, plan_batches
+from worker.continuous_decode import ContinuousDecoder, Job
 from worker.decoding import DecodeRequest, Decoder, GenerateDecoder
 from worker.engine import EngineConfig
 from worker.loader import attach_adapter, check_model_folder, load_model, resolve_device, resolve_precision
@@ -102,10 +103,14 @@ class HuggingFaceEngine:
                 prompts.extend(self.prompts.prompts_for(doc, text))
             except DocumentTooLongError as exc:
                 outputs[doc].append(WindowOutput(0, text, raw="", error=str(exc)))
-        for batch in self.plan(prompts):
-            for prompt, output in zip(batch, self.decode(batch)):
+        if self.config.decode_loop == "continuous" and not self.remote_code:
+            for prompt, output in zip(prompts, self.decode_continuous(prompts, progress=progress)):
                 outputs[prompt.doc].append(output)
-            progress()
+        else:
+            for batch in self.plan(prompts):
+                for prompt, output in zip(batch, self.decode(batch)):
+                    outputs[prompt.doc].append(output)
+                progress()
         results = []
         for doc_outputs in outputs:
             doc_outputs.sort(key=lambda output: output.start)
@@ -116,8 +121,37 @@ class HuggingFaceEngine:
         return plan_batches(prompts, max_batch_size=self.config.max_batch_size, batch_tokens=self.batch_tokens,
                             max_new_tokens=self.config.max_new_tokens)
 
-    def decode(self, batch: list[Prompt]) -> list[WindowOutput]:
+    def decode_continuous(self, prompts: Sequence[Prompt], *, forced_lengths: Sequence[int] | None = None,
+                          progress: Callable[[], None] = lambda: None) -> list[WindowOutput]:
+        """All prompts' outputs through one continuously refilled batch (``forced_lengths``: benchmarks only).
+
+        Its rows are as many as the KV-token budget holds at the longest prompt's width; on CUDA
+        out-of-memory the prompts go through planned static batches instead, which split.
+        """
+        if not prompts:
+            return []
+        longest = max(len(p.ids) for p in prompts) + self.config.max_new_tokens
+        rows = max(1, min(self.config.max_batch_size, self.batch_tokens // longest))
+        jobs = [Job(index, prompt.ids, forced_lengths[index] if forced_lengths else self.config.min_new_tokens,
+                    forced_lengths[index] if forced_lengths else self.config.max_new_tokens)
+                for index, prompt in enumerate(prompts)]
+        decoder = self.continuous_decoder
+        answers: dict[int, list[int]] = {}
+        try:
+            for key, tokens in decoder.run(jobs, rows=rows, eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id,
+                                           prefill_tokens=self.config.prefill_chunk_tokens, device=self.device):
+                answers[key] = tokens
+                progress()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory in a continuous batch of %d rows; decoding in planned batches", rows)
+            return [output for batch in self.plan(prompts) for output in self.decode(batch)]
+        return [self._output(prompt, answers[index]) for index, prompt in enumerate(prompts)]
+
+    def decode(self, batch: list[Prompt], *, forced_lengths: Sequence[int] | None = None) -> list[WindowOutput]:
         """One batch's outputs; on CUDA out-of-memory it is split, down to a prompt that fails alone."""
+        if forced_lengths is not None:  # benchmarks only: no splitting, the lengths go with the rows
+            return self._decode(batch, forced_lengths)
         try:
             return self._decode(batch)
         except torch.cuda.OutOfMemoryError:
@@ -134,23 +168,32 @@ class HuggingFaceEngine:
     def decoder(self) -> Decoder:
         """The in-place-cache decoder, or transformers' generate() (asked for, or remote model code)."""
         loop = "generate" if self.config.decode_loop == "generate" or self.remote_code else "static"
+        # (a "continuous" configuration decodes single planned batches, such as an OOM fallback, statically)
         decoder = self._decoders.get(loop)
         if decoder is None or decoder.model is not self.model:  # built again after an adapter is attached
             decoder = self._decoders[loop] = GenerateDecoder(self.model) if loop == "generate" else StaticDecoder(
                 self.model)
         return decoder
 
+    @property
+    def continuous_decoder(self) -> ContinuousDecoder:
+        decoder = self._decoders.get("continuous")
+        if decoder is None or decoder.model is not self.model:
+            decoder = self._decoders["continuous"] = ContinuousDecoder(self.model)
+        return decoder
+
+    def _output(self, prompt: Prompt, tokens: list[int]) -> WindowOutput:
+        truncated = len(tokens) >= self.config.max_new_tokens and not set(tokens[-1:]) & set(self.eos_ids)
+        raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return WindowOutput(prompt.window.start, prompt.window.text, raw, truncated)
+
     @torch.inference_mode()
-    def _decode(self, batch: list[Prompt]) -> list[WindowOutput]:
+    def _decode(self, batch: list[Prompt], forced_lengths: Sequence[int] | None = None) -> list[WindowOutput]:
         padded = self.tokenizer.pad({"input_ids": [p.ids for p in batch]}, return_tensors="pt")
         input_ids = padded["input_ids"].to(self.device)
         budget = self.config.prefill_chunk_tokens
         chunk = 0 if self.remote_code or not budget else max(1, budget // input_ids.shape[1])
         request = DecodeRequest(input_ids, padded["attention_mask"].to(self.device), self.config.max_new_tokens,
-                                self.config.min_new_tokens, self.eos_ids, self.tokenizer.pad_token_id, chunk)
-        outputs = []
-        for prompt, tokens in zip(batch, self.decoder.decode(request)):
-            truncated = len(tokens) >= self.config.max_new_tokens and not set(tokens[-1:]) & set(self.eos_ids)
-            raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            outputs.append(WindowOutput(prompt.window.start, prompt.window.text, raw, truncated))
-        return outputs
+                                self.config.min_new_tokens, self.eos_ids, self.tokenizer.pad_token_id, chunk,
+                                forced_lengths)
+        return [self._output(prompt, tokens) for prompt, tokens in zip(batch, self.decoder.decode(request))]

@@ -86,6 +86,7 @@ class StaticDecoder:
         eos = torch.tensor(list(request.eos_ids), device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
         out = torch.full((batch, request.max_new_tokens), request.pad_id, dtype=torch.long, device=device)
+        forced = None if request.forced_lengths is None else torch.tensor(list(request.forced_lengths), device=device)
         steps = 0
         for step in range(request.max_new_tokens):
             visible[:, 0, 0, width - 1 + step] = True
@@ -94,15 +95,20 @@ class StaticDecoder:
             if step < request.min_new_tokens:
                 logits = logits.clone()
                 logits[:, eos] = float("-inf")
+            if forced is not None:  # a benchmark's drawn answer lengths: exactly that many tokens, no end before
+                logits[:, eos] = torch.where((forced > step)[:, None], float("-inf"), logits[:, eos])
             chosen = torch.where(finished, request.pad_id, logits.argmax(-1))
             out[:, step] = chosen
             finished |= torch.isin(chosen, eos)
+            if forced is not None:
+                finished |= forced == step + 1
             token.copy_(chosen[:, None])
             position += 1
             cache.slot += 1
             steps = step + 1
             if steps % FINISHED_CHECK_EVERY == 0 and bool(finished.all()):
                 break
+        self.last_slots = batch * steps  # rows x decode steps: what a slot-efficiency figure divides by
         return [until_end(row, request.eos_ids) for row in out[:, :steps].tolist()]
 
     def _cache_for(self, batch: int, length: int, dtype: torch.dtype, device: torch.device) -> SlotCache:

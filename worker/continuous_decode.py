@@ -1,0 +1,181 @@
+"""Continuous batching: a fixed set of cache rows, each refilled with the next prompt as soon as its answer ends.
+
+A static batch decodes until its longest answer ends, so with answers of 5 to 600 tokens most
+rows sit finished while a few decode. Here every row has its own write position, position id
+and mask row in one preallocated KV cache; every few steps the rows whose answers ended are
+handed back and given the next waiting prompts (prefilled together, in chunks, by the one
+prefill), so the batch stays full until the queue of prompts runs dry. Answers are the same,
+token for token, as the static loop's (greedy; a CPU test compares them).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from worker.decoding import DecodeRequest, cache_keyword, prefill, until_end
+from worker.static_decode import LENGTH_BUCKET, kv_shape
+
+# Host syncs (to hand back ended rows and refill them) only every this many steps: a row that
+# ends between two looks idles at most this many steps minus one.
+REFILL_EVERY = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One prompt to answer, with its own answer-length limits (a benchmark can force a length)."""
+
+    key: int
+    ids: list[int]
+    min_new_tokens: int
+    max_new_tokens: int
+
+
+class RowCache:
+    """Per-layer KV tensors; each row is written at its own position (duck-typed to transformers' Cache)."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        shape = (rows, kv_heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.rows = torch.arange(rows, device=device)
+        self.write_at = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[layer_idx][self.rows, :, self.write_at] = key_states[:, :, 0]
+        self.values[layer_idx][self.rows, :, self.write_at] = value_states[:, :, 0]
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> torch.Tensor:
+        return self.write_at.max()
+
+
+class ContinuousDecoder:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keyword = cache_keyword(model)
+
+    @torch.inference_mode()
+    def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
+            device: torch.device) -> Iterator[tuple[int, list[int]]]:
+        """(key, new tokens up to and including EOS) per job, as each answer ends."""
+        if not jobs:
+            return
+        state = _Rows(self, jobs, rows=min(rows, len(jobs)), eos_ids=eos_ids, pad_id=pad_id,
+                      prefill_tokens=prefill_tokens, device=device)
+        yield from state.run()
+        self.last_slots = len(state.held) * state.steps  # rows x decode steps: what slot efficiency divides by
+
+
+class _Rows:
+    """The decoding state of one run: which job each row holds, and the tensors of the step."""
+
+    def __init__(self, decoder: ContinuousDecoder, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int],
+                 pad_id: int, prefill_tokens: int, device: torch.device) -> None:
+        self.decoder, self.pad_id, self.prefill_tokens = decoder, pad_id, prefill_tokens
+        self.waiting = deque(sorted(jobs, key=lambda job: len(job.ids)))
+        self.held: list[Job | None] = [None] * rows
+        self.max_new = max(job.max_new_tokens for job in jobs)
+        # a prompt sits right-aligned at the width of the refill it came with: any prompt, any answer
+        longest = max(len(job.ids) for job in jobs) + self.max_new
+        self.length = -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET
+        self.eos_ids = list(eos_ids)
+        self.eos = torch.tensor(self.eos_ids, device=device)
+        self.device = device
+        self.cache: RowCache | None = None
+        self.visible = torch.zeros(rows, 1, 1, self.length, dtype=torch.bool, device=device)
+        self.token = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
+        self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.generated = torch.zeros(rows, dtype=torch.long, device=device)
+        self.min_new = torch.zeros(rows, dtype=torch.long, device=device)
+        self.max_new_row = torch.zeros(rows, dtype=torch.long, device=device)
+        self.active = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.out = torch.full((rows, self.max_new), pad_id, dtype=torch.long, device=device)
+        self.steps = 0
+
+    def run(self) -> Iterator[tuple[int, list[int]]]:
+        self._refill(list(range(len(self.held))))
+        while any(job is not None for job in self.held):
+            for _ in range(REFILL_EVERY):
+                self._step()
+            ended = [row for row, running in enumerate(self.active.tolist()) if not running and self.held[row]]
+            if ended:
+                counts = self.generated.tolist()
+                answers = self.out[ended].tolist()
+                for row, answer in zip(ended, answers):
+                    job = self.held[row]
+                    yield job.key, until_end(answer[: counts[row]], self.eos_ids)
+                    self.held[row] = None
+                self._refill(ended)
+
+    def _step(self) -> None:
+        self.steps += 1
+        cache = self.cache
+        rows = cache.rows
+        self.visible[rows, 0, 0, cache.write_at] |= self.active
+        logits = self.decoder._forward(input_ids=self.token, position_ids=self.position, attention_mask=self.visible,
+                                       use_cache=True, logits_to_keep=1,
+                                       **{self.decoder._keyword: cache}).logits[:, -1]
+        # an answer shorter than its minimum may not end yet (benchmarks force lengths this way)
+        logits[:, self.eos] = torch.where((self.generated < self.min_new)[:, None], float("-inf"), logits[:, self.eos])
+        chosen = torch.where(self.active, logits.argmax(-1), self.pad_id)
+        self.out[rows, self.generated.clamp(max=self.max_new - 1)] = torch.where(
+            self.active, chosen, self.out[rows, self.generated.clamp(max=self.max_new - 1)])
+        self.generated += self.active
+        ended = self.active & (torch.isin(chosen, self.eos) | (self.generated >= self.max_new_row))
+        self.active &= ~ended
+        # only a row that goes on moves to its next slot: an ended one stays inside its cache row
+        cache.write_at += self.active
+        self.position += self.active[:, None]
+        self.token.copy_(chosen[:, None])
+
+    def _refill(self, free: list[int]) -> None:
+        """Give free rows the next waiting jobs: prefill them together, copy their keys into the rows.
+
+        A newcomer's prompt sits in its row as in the left-padded prefill batch (right-aligned at
+        ``width - 1``), so each layer's keys go in with one copy per prefill chunk; its position
+        ids, not its cache slots, are what the model's rotary embedding reads.
+        """
+        taken = [(row, self.waiting.popleft()) for row in free[: len(self.waiting)]]
+        if not taken:
+            return
+        width = max(len(job.ids) for _, job in taken)
+        ids = torch.full((len(taken), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(taken), width), dtype=torch.long)
+        for index, (_, job) in enumerate(taken):
+            ids[index, width - len(job.ids):] = torch.tensor(job.ids)
+            mask[index, width - len(job.ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        rows = torch.tensor([row for row, _ in taken], device=self.device)
+        request = DecodeRequest(ids, mask, 1, 0, self.eos_ids, self.pad_id,
+                                max(1, self.prefill_tokens // width) if self.prefill_tokens else 0)
+        for chunk, prefix in prefill(self.decoder.model, request):
+            if self.cache is None:  # the dtype the attention layers store, known once one has run
+                self.cache = self._allocate(prefix.layers[0].keys.dtype)
+            for layer, cached in enumerate(prefix.layers):
+                self.cache.keys[layer][rows[chunk], :, : width - 1] = cached.keys
+                self.cache.values[layer][rows[chunk], :, : width - 1] = cached.values
+        if self.cache is None:  # prompts of one token: nothing was prefilled
+            self.cache = self._allocate(self.decoder.model.get_input_embeddings().weight.dtype)
+        self.visible[rows] = False
+        self.visible[rows, 0, 0, : width - 1] = mask[:, :-1].bool()
+        self.token[rows, 0] = ids[:, -1]
+        self.position[rows, 0] = mask.sum(-1) - 1
+        self.cache.write_at[rows] = width - 1
+        self.generated[rows] = 0
+        self.min_new[rows] = torch.tensor([job.min_new_tokens for _, job in taken], device=self.device)
+        self.max_new_row[rows] = torch.tensor([job.max_new_tokens for _, job in taken], device=self.device)
+        self.active[rows] = True
+        for row, job in taken:
+            self.held[row] = job
+
+    def _allocate(self, dtype: torch.dtype) -> RowCache:
+        layers, kv_heads, head_dim = kv_shape(self.decoder.model.config)
+        return RowCache(layers, len(self.held), kv_heads, self.length, head_dim, dtype, self.device)
