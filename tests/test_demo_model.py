@@ -28,6 +28,7 @@ def test_demo_model_extracts_held_out_sentences(tmp_path: Path) -> None:
     assert not list(demo_model_path().glob("*.bin"))
 
 
+@pytest.mark.slow  # the README's main command, whole: with the real-process suites in CI
 def test_readme_main_command_runs_the_whole_path(tmp_path: Path) -> None:
     env = worker_env()  # no TRIPLETS_* at all: embedded Redis, SQLite, demo model
     result = subprocess.run([sys.executable, "-m", "producer", "demo"], env=env, cwd=tmp_path,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from devkit.assets import demo_corpus_path, demo_schema_path, load_demo_examples
@@ -14,6 +15,9 @@ from models.db import make_session_factory
 from models.tables import Document, Status, TripletRow
 from producer.local_worker import local_worker
 from tests.workers import worker_env
+
+
+pytestmark = pytest.mark.slow  # real worker processes on two stores: with the real-process suites
 
 
 def triplets_cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
