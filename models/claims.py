@@ -90,13 +90,18 @@ def claim_documents(session: Session, *, document_ids: Sequence[int], owner: str
 
 
 def release_documents(session: Session, *, document_ids: Sequence[int], owner: str) -> int:
-    """Give back documents a worker could not work on through no fault of theirs: uncharged, pending again."""
-    result = session.execute(
-        update(Document)
-        .where(Document.id.in_(document_ids), Document.owner == owner, Document.status == Status.running)
-        .values(status=Status.pending, owner=None, claim_size=None, attempts=Document.attempts - 1)
-    )
-    return result.rowcount or 0
+    """Give back documents a worker could not finish (its engine broke, it stops): pending again, as if lost.
+
+    A broken GPU and a document that breaks the engine look alike, so they are treated as a lost
+    claim: its documents run again in smaller claims, and only a claim of one document counts
+    against it. A document that breaks the engine every time ends alone and failed; no other
+    document is charged.
+    """
+    ids = list(session.scalars(
+        select(Document.id).where(Document.id.in_(document_ids), Document.owner == owner,
+                                  Document.status == Status.running).with_for_update()))
+    _release_lost(session, ids)
+    return len(ids)
 
 
 def take_over_lost_documents(session: Session, *, lease_seconds: float) -> list[list[int]]:

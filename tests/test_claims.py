@@ -84,15 +84,18 @@ def test_a_document_that_kills_its_worker_alone_is_failed_after_max_attempts(ses
                          "(it crashes the engine; see the worker log)")
 
 
-def test_work_given_back_by_a_broken_worker_is_not_charged(sessions: sessionmaker[Session]) -> None:
+def test_work_given_back_by_a_broken_worker_is_not_charged_and_runs_again_split(
+    sessions: sessionmaker[Session]
+) -> None:
     _, ids = _documents(sessions, 2)
     owner = _worker(sessions, "w1")
     _claim(sessions, ids, owner)
     with sessions.begin() as session:
         assert claims.release_documents(session, document_ids=ids, owner=owner) == 2
-    assert {(d.status, d.owner, d.attempts, d.claim_size) for d in _rows(sessions, ids)} == {
-        (Status.pending, None, 0, None)}
-    assert [d.id for d in _claim(sessions, ids, _worker(sessions, "w2")).documents] == ids
+    assert {(d.status, d.owner, d.crashes_alone, d.claim_size) for d in _rows(sessions, ids)} == {
+        (Status.pending, None, 0, 2)}
+    again = _claim(sessions, ids, _worker(sessions, "w2"))
+    assert again.documents == [] and again.resend == [[ids[0]], [ids[1]]]  # each alone next time
 
 
 def test_a_presumed_dead_worker_cannot_overwrite_its_successor(sessions: sessionmaker[Session]) -> None:

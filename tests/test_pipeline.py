@@ -79,7 +79,7 @@ def test_a_broken_engine_is_the_workers_fault_and_charges_no_document(sessions: 
 
     with pytest.raises(WorkerFault, match="missing adapter_config.json"):
         _process(ids, ScriptedEngine(broken), sessions)
-    assert {(d.status, d.attempts, d.owner, d.error) for d in _documents(sessions).values()} == {
+    assert {(d.status, d.crashes_alone, d.owner, d.error) for d in _documents(sessions).values()} == {
         (Status.pending, 0, None, None)}
 
 
@@ -110,6 +110,39 @@ def test_an_engine_error_on_one_document_fails_that_document_alone(sessions: ses
                                 "index 70000 is out of bounds for dimension 0 with size 65024")
     assert docs[TEXT].status == docs["空"].status == Status.done
     assert [CANARY_TEXT] in engine.batches  # the engine's health was checked before blaming the document
+
+
+def test_a_document_that_breaks_the_engine_ends_alone_and_failed_and_charges_no_other(
+    sessions: sessionmaker[Session]
+) -> None:
+    texts = ["甲", "乙", "毒", "丙", "丁", "戊"]
+    ids = _submit(sessions, *texts)
+
+    class BreakableEngine(ScriptedEngine):
+        """Reading 毒 breaks it for good (a device-side assert stands in): a restart brings a new one."""
+
+        broken = False
+
+        def extract(self, texts, *, progress=lambda: None):  # type: ignore[no-untyped-def]
+            if self.broken or "毒" in texts:
+                self.broken = True
+                raise RuntimeError("CUDA error: device-side assert triggered")
+            return super().extract(texts, progress=progress)
+
+    queue, restarts = [ids], 0
+    while queue and restarts < 20:
+        message = queue.pop(0)
+        try:  # the worker process: a fresh engine after each restart
+            process_documents(message, engine=BreakableEngine(lambda text: "[]"), sessions=sessions,
+                              settings=SETTINGS.model_copy(update={"max_attempts": 2}), owner=OWNER,
+                              resend=queue.append)
+        except WorkerFault:
+            restarts += 1
+            queue.append(message)  # the message goes back to the queue
+    docs = _documents(sessions)
+    assert not queue and restarts < 20
+    assert docs["毒"].status == Status.failed and docs["毒"].error.startswith("its worker died 2 times")
+    assert {docs[text].status for text in texts if text != "毒"} == {Status.done}
 
 
 def test_unreachable_database_waits_then_gives_the_work_back() -> None:
