@@ -202,8 +202,7 @@ def test_the_promoted_adapter_is_followed_and_a_bad_one_keeps_the_last_good(
     engine = ScriptedEngine(lambda text: "[]")
     engine.model_id = registry.model_key(tmp_path / "base")
     follower = AdapterFollower(load_settings(adapter_registry=tmp_path / "adapters"))
-    with sessions() as session:
-        follower.follow(engine, session)
+    follower.follow(engine, sessions)
     assert engine.adapter_id == ""
     with sessions.begin() as session:
         for version in (1, 2):
@@ -214,8 +213,7 @@ def test_the_promoted_adapter_is_followed_and_a_bad_one_keeps_the_last_good(
             registry.register_adapter(session, name="duie", path=f"duie/job-{version}", base_model=engine.model_id,
                                       metrics={}, config={})
         _promote(session, "duie", 1)
-    with sessions() as session:
-        follower.follow(engine, session)
+    follower.follow(engine, sessions)
     assert (engine.adapter_id, engine.adapter_path) == ("duie:1", (tmp_path / "adapters/duie/job-1").resolve())
 
     def refuse(adapter_id: str, path: Path) -> None:
@@ -224,8 +222,7 @@ def test_the_promoted_adapter_is_followed_and_a_bad_one_keeps_the_last_good(
     engine.use_adapter = refuse  # type: ignore[method-assign]
     with sessions.begin() as session:
         _promote(session, "duie", 2)
-    with sessions() as session:
-        follower.follow(engine, session)
-        with pytest.raises(ModelError, match="no adapter_model.safetensors"):
-            follower.follow(engine, session, strict=True)  # a worker starting up refuses to work with it
+    follower.follow(engine, sessions)
+    with pytest.raises(ModelError, match="no adapter_model.safetensors"):
+        follower.follow(engine, sessions, strict=True)  # a worker starting up refuses to work with it
     assert engine.adapter_id == "duie:1"

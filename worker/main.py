@@ -61,7 +61,7 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
 
         runtime.engine = HuggingFaceEngine.from_settings(settings)
         runtime.follower = AdapterFollower(settings)
-        runtime.store.run(lambda session: runtime.follower.follow(runtime.engine, session, strict=True))
+        runtime.follower.follow(runtime.engine, sessions, strict=True, retry=runtime.store)
         check_engine(runtime.engine)
     else:
         from worker.loader import resolve_device

@@ -52,24 +52,32 @@ class AdapterFollower:
         self.settings = settings
         self.refused: set[str] = set()
 
-    def follow(self, engine: ExtractionEngine, session: Session, *, strict: bool = False) -> None:
+    def follow(self, engine: ExtractionEngine, sessions: sessionmaker[Session], *, strict: bool = False,
+               retry: StoreRetry | None = None) -> None:
+        """Switch ``engine`` to the promoted adapter if it changed; ``strict``: a bad one raises (start-up)."""
         if self.settings.adapter is not None:
             return
-        promoted = registry.promoted_adapter(session, base_model=engine.model_id)
+        retry = retry or StoreRetry(sessions, patience_s=self.settings.store_retry_seconds)
+        # Read in a short transaction; the adapter loads after it (SQLite would hold its write lock).
+        promoted = retry.run(lambda session: self._promoted(session, engine.model_id))
         if promoted is None:
             return
-        adapter_id = f"{promoted.name}:{promoted.version}"
+        adapter_id, relative = promoted
         if adapter_id == engine.adapter_id or (adapter_id in self.refused and not strict):
             return
         try:
-            engine.use_adapter(adapter_id, registry.registered_adapter_folder(self.settings.adapter_registry,
-                                                                              promoted.path))
+            engine.use_adapter(adapter_id, registry.registered_adapter_folder(self.settings.adapter_registry, relative))
         except (ModelError, ConfigError) as exc:
             if strict:
                 raise
             self.refused.add(adapter_id)
             log.error("promoted adapter %s cannot be used, keeping %s: %s", adapter_id,
                       engine.adapter_id or "no adapter", exc)
+
+    @staticmethod
+    def _promoted(session: Session, model_id: str) -> tuple[str, str] | None:
+        promoted = registry.promoted_adapter(session, base_model=model_id)
+        return None if promoted is None else (f"{promoted.name}:{promoted.version}", promoted.path)
 
 
 def process_documents(

@@ -47,7 +47,7 @@ def extract(document_ids: object = None, *args: object, **kwargs: object) -> dic
 
     try:
         with rt.working():
-            rt.store.run(lambda session: rt.follower.follow(rt.engine, session))
+            rt.follower.follow(rt.engine, rt.sessions, retry=rt.store)
             report = process_documents(ids, engine=rt.engine, sessions=rt.sessions, settings=rt.settings,
                                        owner=rt.worker_id, resend=resend, retry=rt.store, progress=rt.touch)
     except WorkerFault as exc:
