@@ -84,11 +84,25 @@ def load_model(path: Path, *, device: str, precision: str, trust_remote_code: bo
         raise ModelError(f"cannot load model from {path}: {_first_line(exc)}") from exc
     if precision != "4bit":
         model.to(device)
+    elif device == "cpu":
+        _keep_packable_cpu_layers(model)
     model.train(training)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model
+
+
+def _keep_packable_cpu_layers(model: Any) -> None:
+    """bitsandbytes' AVX512-BF16 CPU path repacks 4-bit weights in 32-row blocks of whole quantisation
+    blocks and fails on other shapes (a layer 864 wide); such layers keep the generic 4-bit kernel."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is None or not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        rows, columns = state.shape
+        if rows % 32 or columns % state.blocksize:
+            module.support_avx512bf16_for_cpu = False
 
 
 def attach_adapter(model: Any, adapter: Path, *, merge: bool, adapter_name: str = "default") -> Any:
