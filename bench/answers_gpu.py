@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 from bench.common import SHAPES, bench_parser, build_model, free_memory, make_texts, new_report, save  # noqa: E402
 from bench.extract_gpu import make_engine  # noqa: E402
@@ -83,12 +84,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base, adapter = build_model(Path(tmp), SHAPES[args.shape], texts, device)
         precision = args.precision or ("4bit" if device != "cpu" else "fp32")
-        probe = make_engine(base, adapter, device, precision, args.batch, 1)
-        duie = draw_answer_lengths(probe.tokenizer, args.docs)
+        duie = draw_answer_lengths(AutoTokenizer.from_pretrained(base, local_files_only=True), args.docs)
         mean = round(sum(duie) / len(duie))
         lengths = {"duie": duie, "fixed": [mean] * args.docs}
         report.update(answer_tokens_mean=sum(duie) / len(duie), answer_tokens_max=max(duie), precision=precision)
-        # the KV-token budget of TRIPLETS_GPU_MEMORY_BUDGET_GIB (20), as a worker runs: no unbounded batches
+        # the KV-token budget of TRIPLETS_GPU_MEMORY_BUDGET_GIB (18.6 = 20 GB), as a worker runs: no unbounded batches
         engine = make_engine(base, adapter, device, precision, args.batch, max(duie)).with_config(
             min_new_tokens=0, max_batch_tokens=None)
         prompts = [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(texts)]

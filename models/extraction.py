@@ -27,6 +27,7 @@ class Extraction:
     spans: list[tuple[Span | None, Span | None]] | None = None
     rejected: list[Rejection] = field(default_factory=list)
     warning: str | None = None
+    adapter_id: str | None = None  # the adapter that decoded it, where the engine may switch meanwhile
 
     @property
     def ok(self) -> bool:

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
         None, gt=0, description="KV-cache tokens (padded prompt + new) per decode batch; default: from the GPU "
         "budget on CUDA, 65536 on the CPU."
     )
-    gpu_memory_budget_gib: float = Field(20.0, gt=0, description="GPU memory one worker may use.")
+    gpu_memory_budget_gib: float = Field(
+        18.6, gt=0, description="GPU memory one worker may use, in GiB (18.6 GiB = the 20 GB promise)."
+    )
     prefill_chunk_tokens: int = Field(
         8192, ge=0, description="Prompt tokens prefilled at once inside a larger decode batch (0: all at once); "
         "bounds the prefill's activation memory."
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
     )
     max_new_tokens: int = Field(512, gt=0, description="Tokens generated per document at most.")
     min_new_tokens: int = Field(0, ge=0, description="Tokens generated at least (benchmarks force full answers).")
+    tasks_in_flight: int = Field(
+        2, gt=0, description="Queue messages an extraction worker works on at once: their documents share its one "
+        "GPU loop, so the GPU decodes while the other tasks claim, tokenise, parse and store."
+    )
     task_group_size: int = Field(
         1024, gt=0, description="Document ids per queue message; match max_batch_size to keep a GPU fed."
     )

@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
         "gpu_memory_budget_gib on CUDA, batch_size on the CPU.")
     # "auto": as few checkpointed layers as the memory budget allows (recomputation costs time).
     gradient_checkpointing: Literal["auto", "all", "none"] = "auto"
-    gpu_memory_budget_gib: float = Field(20.0, gt=0)
+    gpu_memory_budget_gib: float = Field(18.6, gt=0)  # 20 GB
     max_length: int = Field(1024, gt=16)
     warmup_steps: int = Field(0, ge=0)
     precision: Literal["auto", "4bit", "bf16", "fp32"] = "auto"

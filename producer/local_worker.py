@@ -39,13 +39,20 @@ def local_worker(
         wait_until_ready(app, process, log_path, READY_TIMEOUT_S)
         yield process
     finally:
+        stop_workers([process], timeout=30)
+        app.close()
+
+
+def stop_workers(processes: list[subprocess.Popen], *, timeout: float) -> None:
+    """SIGTERM to each (a warm shutdown: running groups finish), SIGKILL to one still running after ``timeout``."""
+    for process in processes:
         process.send_signal(signal.SIGTERM)
+    for process in processes:
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        app.close()
 
 
 def wait_until_ready(app: Celery, process: subprocess.Popen, log_path: Path, timeout: float) -> None:

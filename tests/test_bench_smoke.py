@@ -68,3 +68,27 @@ def test_answers_benchmark_compares_fixed_and_duie_answers_on_cpu(tmp_path: Path
     # answers of one length fill static batches; drawn lengths leave static rows idle, not refilled ones
     assert rows[("continuous", "duie")]["slot_efficiency"] > rows[("static", "duie")]["slot_efficiency"]
     assert 1 <= report["answer_tokens_mean"] < report["answer_tokens_max"]
+
+
+def test_scale_benchmark_runs_a_worker_fleet_beside_the_engine_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale_gpu.py"), "--shape", "tiny", "--gpus", "1", "--groups-per-gpu",
+         "3", "--group", "4", "--answers", "duie", "--tasks-in-flight", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in report["rows"]}
+    assert set(rows) == {"engine alone", "celery fleet"}
+    assert all(row["docs_per_s"] > 0 and row["answers"] == "duie" for row in rows.values())
+    fleet = rows["celery fleet"]
+    assert fleet["counts"]["pending"] == fleet["counts"]["running"] == 0
+    assert sum(fleet["counts"].values()) == fleet["docs"] == 12
+    assert fleet["ratio_to_engine"] > 0
+    # The hook acts in the worker processes: unforced (TRIPLETS_MIN_NEW_TOKENS=0), this random model's
+    # answers run to TRIPLETS_MAX_NEW_TOKENS (all 12 with the hook left out), and the store names each such
+    # answer in its document's error; forced to the drawn lengths, only those drawn at the maximum get there.
+    at_limit = fleet["answers_at_limit"]
+    assert 1 <= at_limit["stored"] == at_limit["forced"] < 12
+    assert report["answer_tokens_mean"] < report["answer_tokens_max"] == report["max_new_tokens"]

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from worker.decoding import DecodeRequest, cache_keyword, prefill, until_end
-from worker.static_decode import LENGTH_BUCKET, kv_shape
+from worker.static_decode import LENGTH_BUCKET, CacheHolder
 
 # Host syncs (to hand back ended rows and refill them) only every this many steps: a row that
 # ends between two looks idles at most this many steps minus one.
@@ -33,6 +33,38 @@ class Job:
     ids: list[int]
     min_new_tokens: int
     max_new_tokens: int
+
+
+class JobSource(Protocol):
+    def take(self, count: int, *, length: int) -> list[Job]:
+        """Up to ``count`` waiting jobs whose prompt and answer fit ``length`` cache slots, in order."""
+        ...
+
+
+class ListSource:
+    """A fixed list of jobs, shortest prompt first (one refill's prompts have near widths)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.waiting = deque(sorted(jobs, key=lambda job: len(job.ids)))
+
+    def take(self, count: int, *, length: int) -> list[Job]:
+        taken = []
+        while self.waiting and len(taken) < count and fits(self.waiting[0], length):
+            taken.append(self.waiting.popleft())
+        return taken
+
+
+def fits(job: Job, length: int) -> bool:
+    return len(job.ids) + job.max_new_tokens <= length
+
+
+def cache_length(jobs: Sequence[Job], *, answer_tokens: int = 0) -> int:
+    """Cache slots that hold any of ``jobs``: a prompt sits right-aligned at the width of the refill
+    it came with, so the longest prompt and the longest answer (at least ``answer_tokens``), rounded
+    up to a bucket."""
+    answer = max(answer_tokens, *(job.max_new_tokens for job in jobs))
+    longest = max(len(job.ids) for job in jobs) + answer
+    return -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
 class RowCache:
@@ -56,11 +88,13 @@ class RowCache:
         return self.write_at.max()
 
 
-class ContinuousDecoder:
+class ContinuousDecoder(CacheHolder):
     def __init__(self, model: Any) -> None:
         self.model = model
         self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._keyword = cache_keyword(model)
+        self._cache: RowCache | None = None  # kept for the next run of the same shape
+        self.last_slots = 0
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
@@ -68,29 +102,40 @@ class ContinuousDecoder:
         """(key, new tokens up to and including EOS) per job, as each answer ends."""
         if not jobs:
             return
-        state = _Rows(self, jobs, rows=min(rows, len(jobs)), eos_ids=eos_ids, pad_id=pad_id,
+        yield from self.stream(ListSource(jobs), rows=min(rows, len(jobs)), length=cache_length(jobs),
+                               eos_ids=eos_ids, pad_id=pad_id, prefill_tokens=prefill_tokens, device=device)
+
+    @torch.inference_mode()
+    def stream(self, source: JobSource, *, rows: int, length: int, eos_ids: Sequence[int], pad_id: int,
+               prefill_tokens: int, device: torch.device) -> Iterator[tuple[int, list[int]]]:
+        """Like ``run``, taking jobs from ``source`` as rows free up, until no row is held and it gives none.
+
+        Every ``length`` slots of a row hold its prompt and answer; a job that does not fit waits
+        in its source for a run sized for it.
+        """
+        state = _Rows(self, source, rows=rows, length=length, eos_ids=eos_ids, pad_id=pad_id,
                       prefill_tokens=prefill_tokens, device=device)
-        yield from state.run()
-        self.last_slots = len(state.held) * state.steps  # rows x decode steps: what slot efficiency divides by
+        try:
+            yield from state.run()
+        finally:
+            self.last_slots = rows * state.steps  # rows x decode steps: what slot efficiency divides by
+
 
 
 class _Rows:
     """The decoding state of one run: which job each row holds, and the tensors of the step."""
 
-    def __init__(self, decoder: ContinuousDecoder, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int],
-                 pad_id: int, prefill_tokens: int, device: torch.device) -> None:
-        self.decoder, self.pad_id, self.prefill_tokens = decoder, pad_id, prefill_tokens
-        self.waiting = deque(sorted(jobs, key=lambda job: len(job.ids)))
+    def __init__(self, decoder: ContinuousDecoder, source: JobSource, *, rows: int, length: int,
+                 eos_ids: Sequence[int], pad_id: int, prefill_tokens: int, device: torch.device) -> None:
+        self.decoder, self.source, self.pad_id, self.prefill_tokens = decoder, source, pad_id, prefill_tokens
         self.held: list[Job | None] = [None] * rows
-        self.max_new = max(job.max_new_tokens for job in jobs)
-        # a prompt sits right-aligned at the width of the refill it came with: any prompt, any answer
-        longest = max(len(job.ids) for job in jobs) + self.max_new
-        self.length = -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET
+        self.length = self.max_new = length  # an answer never has more tokens than its row has slots
         self.eos_ids = list(eos_ids)
         self.eos = torch.tensor(self.eos_ids, device=device)
         self.device = device
         self.cache: RowCache | None = None
         self.visible = torch.zeros(rows, 1, 1, self.length, dtype=torch.bool, device=device)
+        self.visible[:, 0, 0, 0] = True  # a row never filled attends to one slot, not none (no NaN)
         self.token = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
         self.position = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.generated = torch.zeros(rows, dtype=torch.long, device=device)
@@ -103,6 +148,9 @@ class _Rows:
     def run(self) -> Iterator[tuple[int, list[int]]]:
         self._refill(list(range(len(self.held))))
         while any(job is not None for job in self.held):
+            idle = [row for row, job in enumerate(self.held) if job is None]
+            if idle:  # rows a dry source left empty: jobs may have arrived since
+                self._refill(idle)
             for _ in range(REFILL_EVERY):
                 self._step()
             ended = [row for row, running in enumerate(self.active.tolist()) if not running and self.held[row]]
@@ -143,9 +191,10 @@ class _Rows:
         ``width - 1``), so each layer's keys go in with one copy per prefill chunk; its position
         ids, not its cache slots, are what the model's rotary embedding reads.
         """
-        taken = [(row, self.waiting.popleft()) for row in free[: len(self.waiting)]]
-        if not taken:
+        jobs = self.source.take(len(free), length=self.length)
+        if not jobs:
             return
+        taken = list(zip(free, jobs))
         width = max(len(job.ids) for _, job in taken)
         ids = torch.full((len(taken), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(taken), width), dtype=torch.long)
@@ -177,5 +226,6 @@ class _Rows:
             self.held[row] = job
 
     def _allocate(self, dtype: torch.dtype) -> RowCache:
-        layers, kv_heads, head_dim = kv_shape(self.decoder.model.config)
-        return RowCache(layers, len(self.held), kv_heads, self.length, head_dim, dtype, self.device)
+        cache = self.decoder.cache_of_shape(RowCache, len(self.held), self.length, dtype, self.device)
+        cache.write_at.zero_()  # a reused cache: rows not yet refilled write harmlessly at slot 0
+        return cache

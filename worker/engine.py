@@ -39,7 +39,7 @@ class EngineConfig:
 
     max_batch_size: int = 1024
     max_batch_tokens: int | None = None  # None: from the GPU budget on CUDA
-    gpu_memory_budget_gib: float = 20.0
+    gpu_memory_budget_gib: float = 18.6
     prefill_chunk_tokens: int = 8192
     decode_loop: str = "auto"
     max_input_tokens: int = 2048

@@ -8,8 +8,8 @@ worker.static_decode) and output checks (models.extraction).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +22,7 @@ from models.adapter_files import check_adapter_folder, model_key
 from models.schema import PredicateSchema, load_schema
 from models.settings import Settings
 from worker.batching import Prompt, batch_token_limit, plan_batches
-from worker.continuous_decode import ContinuousDecoder, Job
+from worker.continuous_decode import ContinuousDecoder, Job, ListSource, cache_length
 from worker.decoding import DecodeRequest, Decoder, GenerateDecoder
 from worker.engine import EngineConfig
 from worker.loader import attach_adapter, check_model_folder, load_model, resolve_device, resolve_precision
@@ -30,6 +30,14 @@ from worker.prompting import PromptBuilder
 from worker.static_decode import StaticDecoder
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Documents made ready to decode: their prompts, and per document the outputs known already."""
+
+    prompts: list[Prompt]
+    outputs: list[list[WindowOutput]]
 
 
 class HuggingFaceEngine:
@@ -96,26 +104,56 @@ class HuggingFaceEngine:
         self.adapter_id = adapter_id
 
     def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
-        outputs: list[list[WindowOutput]] = [[] for _ in texts]
-        prompts: list[Prompt] = []
+        prepared = self.prepare(texts)
+        prompts = prepared.prompts
+        if self.continuous:
+            return self.finish(prepared, zip(prompts, self.decode_continuous(prompts, progress=progress)))
+        decoded = []
+        for batch in self.plan(prompts):
+            decoded += zip(batch, self.decode(batch, forced_lengths=self.forced_lengths(batch)))
+            progress()
+        return self.finish(prepared, decoded)
+
+    def prepare(self, texts: Sequence[str]) -> Prepared:
+        """The documents' prompts (windows), and the documents that fail before any decoding."""
+        prepared = Prepared([], [[] for _ in texts])
         for doc, text in enumerate(texts):
             try:
-                prompts.extend(self.prompts.prompts_for(doc, text))
+                prepared.prompts.extend(self.prompts.prompts_for(doc, text))
             except DocumentTooLongError as exc:
-                outputs[doc].append(WindowOutput(0, text, raw="", error=str(exc)))
-        if self.config.decode_loop == "continuous" and not self.remote_code:
-            for prompt, output in zip(prompts, self.decode_continuous(prompts, progress=progress)):
-                outputs[prompt.doc].append(output)
-        else:
-            for batch in self.plan(prompts):
-                for prompt, output in zip(batch, self.decode(batch)):
-                    outputs[prompt.doc].append(output)
-                progress()
+                prepared.outputs[doc].append(WindowOutput(0, text, raw="", error=str(exc)))
+        return prepared
+
+    def finish(self, prepared: Prepared, decoded: Iterable[tuple[Prompt, WindowOutput]]) -> list[Extraction]:
+        """Each document's extraction from its prompts' outputs."""
+        for prompt, output in decoded:
+            prepared.outputs[prompt.doc].append(output)
         results = []
-        for doc_outputs in outputs:
+        for doc_outputs in prepared.outputs:
             doc_outputs.sort(key=lambda output: output.start)
             results.append(assemble(doc_outputs, self.schema, max_new_tokens=self.config.max_new_tokens))
         return results
+
+    @property
+    def continuous(self) -> bool:
+        """Continuous batching (remote model code may only decode through ``generate``)."""
+        return self.config.decode_loop == "continuous" and not self.remote_code
+
+    def forced_lengths(self, prompts: Sequence[Prompt]) -> list[int] | None:
+        """Benchmarks only (a benchmark replaces this to force answer lengths); None in production."""
+        return None
+
+    def jobs(self, prompts: Sequence[Prompt], keys: Sequence[int],
+             forced_lengths: Sequence[int] | None = None) -> list[Job]:
+        """The continuous decoder's jobs for ``prompts``, keyed by ``keys``."""
+        forced = forced_lengths if forced_lengths is not None else self.forced_lengths(prompts)
+        return [Job(key, prompt.ids, forced[index] if forced else self.config.min_new_tokens,
+                    forced[index] if forced else self.config.max_new_tokens)
+                for index, (key, prompt) in enumerate(zip(keys, prompts, strict=True))]
+
+    def rows_for(self, length: int) -> int:
+        """Rows of a continuous batch whose rows each hold ``length`` cache slots: as the KV budget allows."""
+        return max(1, min(self.config.max_batch_size, self.batch_tokens // length))
 
     def plan(self, prompts: Sequence[Prompt]) -> list[list[Prompt]]:
         return plan_batches(prompts, max_batch_size=self.config.max_batch_size, batch_tokens=self.batch_tokens,
@@ -130,23 +168,30 @@ class HuggingFaceEngine:
         """
         if not prompts:
             return []
-        longest = max(len(p.ids) for p in prompts) + self.config.max_new_tokens
-        rows = max(1, min(self.config.max_batch_size, self.batch_tokens // longest))
-        jobs = [Job(index, prompt.ids, forced_lengths[index] if forced_lengths else self.config.min_new_tokens,
-                    forced_lengths[index] if forced_lengths else self.config.max_new_tokens)
-                for index, prompt in enumerate(prompts)]
-        decoder = self.continuous_decoder
+        jobs = self.jobs(prompts, range(len(prompts)), forced_lengths)
+        length = cache_length(jobs)
         answers: dict[int, list[int]] = {}
         try:
-            for key, tokens in decoder.run(jobs, rows=rows, eos_ids=self.eos_ids, pad_id=self.tokenizer.pad_token_id,
-                                           prefill_tokens=self.config.prefill_chunk_tokens, device=self.device):
+            for key, tokens in self.continuous_decoder.stream(ListSource(jobs), **self.stream_arguments(length)):
                 answers[key] = tokens
                 progress()
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            log.warning("CUDA out of memory in a continuous batch of %d rows; decoding in planned batches", rows)
-            return [output for batch in self.plan(prompts) for output in self.decode(batch)]
-        return [self._output(prompt, answers[index]) for index, prompt in enumerate(prompts)]
+            log.warning("CUDA out of memory in a continuous batch; decoding in planned batches")
+            return self.decode_planned(prompts)
+        return [self.output(prompt, answers[index]) for index, prompt in enumerate(prompts)]
+
+    def stream_arguments(self, length: int) -> dict[str, Any]:
+        """How the continuous decoder runs rows of ``length`` slots on this engine."""
+        return {"rows": self.rows_for(length), "length": length, "eos_ids": self.eos_ids,
+                "pad_id": self.tokenizer.pad_token_id, "prefill_tokens": self.config.prefill_chunk_tokens,
+                "device": self.device}
+
+    def decode_planned(self, prompts: Sequence[Prompt]) -> list[WindowOutput]:
+        """Outputs of ``prompts`` (in their order) through planned static batches, which split on OOM."""
+        outputs = {id(prompt): output for batch in self.plan(prompts)
+                   for prompt, output in zip(batch, self.decode(batch))}
+        return [outputs[id(prompt)] for prompt in prompts]
 
     def decode(self, batch: list[Prompt], *, forced_lengths: Sequence[int] | None = None) -> list[WindowOutput]:
         """One batch's outputs; on CUDA out-of-memory it is split, down to a prompt that fails alone."""
@@ -169,20 +214,23 @@ class HuggingFaceEngine:
         """The in-place-cache decoder, or transformers' generate() (asked for, or remote model code)."""
         loop = "generate" if self.config.decode_loop == "generate" or self.remote_code else "static"
         # (a "continuous" configuration decodes single planned batches, such as an OOM fallback, statically)
-        decoder = self._decoders.get(loop)
-        if decoder is None or decoder.model is not self.model:  # built again after an adapter is attached
-            decoder = self._decoders[loop] = GenerateDecoder(self.model) if loop == "generate" else StaticDecoder(
-                self.model)
-        return decoder
+        return self._decoder(loop, GenerateDecoder if loop == "generate" else StaticDecoder)
 
     @property
     def continuous_decoder(self) -> ContinuousDecoder:
-        decoder = self._decoders.get("continuous")
-        if decoder is None or decoder.model is not self.model:
-            decoder = self._decoders["continuous"] = ContinuousDecoder(self.model)
+        return self._decoder("continuous", ContinuousDecoder)
+
+    def _decoder(self, loop: str, kind: Callable[[Any], Any]) -> Any:
+        """The decoder of ``loop``; the others' caches are freed, so only one holds GPU memory."""
+        for name in [name for name in self._decoders if name != loop]:
+            del self._decoders[name]
+        decoder = self._decoders.get(loop)
+        if decoder is None or decoder.model is not self.model:  # built again after an adapter is attached
+            decoder = self._decoders[loop] = kind(self.model)
         return decoder
 
-    def _output(self, prompt: Prompt, tokens: list[int]) -> WindowOutput:
+    def output(self, prompt: Prompt, tokens: list[int]) -> WindowOutput:
+        """A prompt's decoded answer."""
         truncated = len(tokens) >= self.config.max_new_tokens and not set(tokens[-1:]) & set(self.eos_ids)
         raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return WindowOutput(prompt.window.start, prompt.window.text, raw, truncated)
@@ -196,4 +244,4 @@ class HuggingFaceEngine:
         request = DecodeRequest(input_ids, padded["attention_mask"].to(self.device), self.config.max_new_tokens,
                                 self.config.min_new_tokens, self.eos_ids, self.tokenizer.pad_token_id, chunk,
                                 forced_lengths)
-        return [self._output(prompt, tokens) for prompt, tokens in zip(batch, self.decoder.decode(request))]
+        return [self.output(prompt, tokens) for prompt, tokens in zip(batch, self.decoder.decode(request))]

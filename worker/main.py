@@ -56,10 +56,11 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
     sessions = make_session_factory(settings.database_url)
     runtime = Runtime(settings=settings, worker_id=worker_id, queue=queue, sessions=sessions)
     if queue == "extract":
+        from worker.gpu_loop import EngineLoop
         from worker.hf_engine import HuggingFaceEngine
         from worker.pipeline import AdapterFollower, check_engine
 
-        runtime.engine = HuggingFaceEngine.from_settings(settings)
+        runtime.engine = EngineLoop(HuggingFaceEngine.from_settings(settings), on_progress=runtime.touch)
         runtime.follower = AdapterFollower(settings)
         runtime.follower.follow(runtime.engine, sessions, strict=True, retry=runtime.store)
         check_engine(runtime.engine)
@@ -102,12 +103,16 @@ def consume(runtime: Runtime, *, name: str, loglevel: str) -> int:
                         Redis.from_url(runtime.settings.broker_url), runtime.worker_id)
     heartbeat = Heartbeat(runtime, takeover)
     heartbeat.start()
-    celery_worker = app.Worker(hostname=name, pool_cls="threads", concurrency=1, queues=[runtime.queue],
+    # Extraction tasks share the process's one GPU loop; training runs one job at a time.
+    concurrency = runtime.settings.tasks_in_flight if runtime.queue == "extract" else 1
+    celery_worker = app.Worker(hostname=name, pool_cls="threads", concurrency=concurrency, queues=[runtime.queue],
                                loglevel=loglevel, task_events=True)
     try:
         celery_worker.start()
     finally:
         heartbeat.stop()
+        if runtime.engine is not None:
+            runtime.engine.close()
         code = runtime.exit_code or celery_worker.exitcode or 0
         try:
             with runtime.sessions.begin() as session:

@@ -102,10 +102,17 @@ def process_documents(
     try:
         progress()
         extractions = extract_isolating(engine, [doc.text for doc in claimed], progress)
-        outcomes = [_outcome(doc, extraction) for doc, extraction in zip(claimed, extractions, strict=True)]
-        extractor = {"model": engine.model_id, "adapter": engine.adapter_id, "prompt_version": engine.prompt_version,
-                     "owner": owner}
-        outcomes, triplets, fenced = _record(retry, outcomes, extractor)
+        by_adapter: dict[str, list[store.Outcome]] = {}
+        for doc, extraction in zip(claimed, extractions, strict=True):
+            by_adapter.setdefault(extraction.adapter_id or engine.adapter_id, []).append(_outcome(doc, extraction))
+        outcomes, triplets, fenced = [], 0, 0
+        for adapter_id, group in by_adapter.items():
+            extractor = {"model": engine.model_id, "adapter": adapter_id, "prompt_version": engine.prompt_version,
+                         "owner": owner}
+            stored, group_triplets, group_fenced = _record(retry, group, extractor)
+            outcomes += stored
+            triplets += group_triplets
+            fenced += group_fenced
     except BaseException:
         # Nobody's documents stay held by a worker that is not working on them: given back
         # uncharged (and, with no message left, queued again once the queue is idle). If the

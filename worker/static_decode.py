@@ -61,7 +61,24 @@ def kv_shape(config: Any) -> tuple[int, int, int]:
     return config.num_hidden_layers, kv_heads, head_dim
 
 
-class StaticDecoder:
+class CacheHolder:
+    """A decoder that keeps its KV cache for the next batch of the same shape."""
+
+    model: Any
+    _cache: Any = None
+
+    def cache_of_shape(self, kind: Callable[..., Any], rows: int, length: int, dtype: torch.dtype,
+                       device: torch.device) -> Any:
+        cache = self._cache
+        if cache is None or cache.keys[0].shape[0] != rows or cache.keys[0].shape[2] != length or \
+                cache.keys[0].dtype != dtype:
+            self._cache = cache = None  # the old cache goes before the new one is allocated
+            layers, kv_heads, head_dim = kv_shape(self.model.config)
+            cache = self._cache = kind(layers, rows, kv_heads, length, head_dim, dtype, device)
+        return cache
+
+
+class StaticDecoder(CacheHolder):
     """Greedy decoding of a left-padded batch over a :class:`SlotCache`."""
 
     def __init__(self, model: Any) -> None:
@@ -109,16 +126,11 @@ class StaticDecoder:
             if steps % FINISHED_CHECK_EVERY == 0 and bool(finished.all()):
                 break
         self.last_slots = batch * steps  # rows x decode steps: what a slot-efficiency figure divides by
-        return [until_end(row, request.eos_ids) for row in out[:, :steps].tolist()]
+        rows = [until_end(row, request.eos_ids) for row in out[:, :steps].tolist()]
+        if request.forced_lengths is not None:  # a forced row ends at its length, not padded to the batch's
+            rows = [row[:forced_length] for row, forced_length in zip(rows, request.forced_lengths)]
+        return rows
 
-    def _cache_for(self, batch: int, length: int, dtype: torch.dtype, device: torch.device) -> SlotCache:
-        cache = self._cache
-        if cache is None or cache.keys[0].shape[0] != batch or cache.keys[0].shape[2] != length or \
-                cache.keys[0].dtype != dtype:
-            self._cache = cache = None  # the old cache goes before the new one is allocated
-            layers, kv_heads, head_dim = kv_shape(self.model.config)
-            cache = self._cache = SlotCache(layers, batch, kv_heads, length, head_dim, dtype, device)
-        return cache
 
     def _prefilled(self, request: DecodeRequest, length: int) -> SlotCache:
         """The cache, holding every prompt token but the last, filled chunk by chunk by the one prefill."""
@@ -126,10 +138,10 @@ class StaticDecoder:
         cache: SlotCache | None = None
         for rows, prefix in prefill(self.model, request):
             if cache is None:  # the dtype the attention layers store, known once one has run
-                cache = self._cache_for(batch, length, prefix.layers[0].keys.dtype, request.input_ids.device)
+                cache = self.cache_of_shape(SlotCache, batch, length, prefix.layers[0].keys.dtype, request.input_ids.device)
             for index, layer in enumerate(prefix.layers):
                 cache.fill(rows, index, layer.keys, layer.values)
         if cache is None:
-            cache = self._cache_for(batch, length, self.model.get_input_embeddings().weight.dtype,
+            cache = self.cache_of_shape(SlotCache, batch, length, self.model.get_input_embeddings().weight.dtype,
                                     request.input_ids.device)
         return cache
