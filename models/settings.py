@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +19,8 @@ ENV_PREFIX = "TRIPLETS_"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///./triplets.db"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Variables of this prefix that are no settings: the test kit's own (devkit/services.py).
+NOT_SETTINGS = ("TRIPLETS_TEST_",)
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -96,7 +101,14 @@ class Settings(BaseSettings):
         "message back and exits."
     )
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of workers and the CLI (`triplets worker --loglevel` overrides it)."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("device")
     @classmethod
@@ -141,6 +153,13 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    # --- metrics (worker/metrics_server.py, docs/metrics.md) ---
+    metrics_port: int = Field(
+        9808, ge=0, le=65535, description="Port of an extraction worker's Prometheus /metrics (behind "
+        "TRIPLETS_FLOWER_BASIC_AUTH; not served without it); a worker on cuda:N listens on this port + N. 0: off."
+    )
+    metrics_address: str = Field("127.0.0.1", description="Address the workers' /metrics listens on.")
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build Settings, turning a validation failure into one line naming the variable."""
@@ -151,6 +170,23 @@ def load_settings(**overrides: object) -> Settings:
         name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
         reason = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{name}: {reason}") from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each TRIPLETS_* variable that is no setting: a misspelt one would be ignored in silence."""
+    environ = os.environ if environ is None else environ
+    known = [name.upper() for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ):
+        name = variable.upper()  # settings are read whatever the case
+        if not name.startswith(ENV_PREFIX) or name.startswith(NOT_SETTINGS):
+            continue
+        field = name.removeprefix(ENV_PREFIX)  # compared without the prefix all share, which makes any two alike
+        if field not in known:
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            warnings.append(f"{variable} is not a setting{hint}")
+    return warnings
 
 
 @lru_cache(maxsize=1)

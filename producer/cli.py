@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from producer.cli_training import adapters_app, evaluate, train_app
+
 if TYPE_CHECKING:
     from models.settings import Settings
 
@@ -30,19 +32,34 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the triplet store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-train_app = typer.Typer(help="Train LoRA adapters on the `train` queue.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-adapters_app = typer.Typer(help="The adapter registry.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
 _debug = False  # set by --debug: an unexpected error prints its traceback
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"triplets {version('triplet-queue')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _options(
     debug: Annotated[bool, typer.Option("--debug", help="On an internal error, print its traceback.")] = False,
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit.")] = False,
 ) -> None:
+    """Before any command: settings typos named, logging at the configured level."""
+    from models.settings import unknown_variables
+    from producer.logs import configure_cli_logging
+
     global _debug
     _debug = debug
+    for warning in unknown_variables():
+        print(f"warning: {warning}", file=sys.stderr)
+    configure_cli_logging()
 
 
 @app.command()
@@ -129,17 +146,20 @@ def show(
 @app.command()
 def worker(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (default: TRIPLETS_DEVICE).")] = "",
+    gpus: Annotated[str, typer.Option(help="all, or GPU indexes such as 0,1: one worker per GPU (cuda:N), "
+                                           "named QUEUE-cudaN (NAME-cudaN with --name). Not with --device.")] = "",
     queue: Annotated[str, typer.Option(help="Queue to consume: extract or train.")] = "extract",
     name: Annotated[str, typer.Option(help="Node name in Flower (default: QUEUE-DEVICE); @host is added.")] = "",
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    loglevel: Annotated[str, typer.Option(help="debug, info, warning or error (default: TRIPLETS_LOG_LEVEL).")] = "",
 ) -> None:
-    """Run a worker on one device: it loads and checks its model before taking work, and is restarted if it dies.
+    """Run a worker on one device, or one per GPU: each loads and checks its model before taking work, and is
+    restarted if it dies.
 
-    Exits 3 with one line when the worker cannot be made ready (model, device, adapter).
+    Exits 3 with one line when the workers cannot be made ready (model, device, adapter).
     """
     from producer.commands import run_worker
 
-    raise typer.Exit(run_worker(device=device, queue=queue, name=name, loglevel=loglevel))
+    raise typer.Exit(run_worker(device=device, gpus=gpus, queue=queue, name=name, loglevel=loglevel))
 
 
 @app.command()
@@ -161,82 +181,7 @@ def demo() -> None:
     raise typer.Exit(run_demo())
 
 
-@train_app.command("submit")
-def train_submit(
-    name: Annotated[str, typer.Option(help="Adapter name in the registry.")],
-    base_model: Annotated[Path, typer.Option(help="Local base model folder (as the training worker sees it).")],
-    train_data: Annotated[Path, typer.Option(help="DuIE 2.0 / instruction / context-target / text+triplets JSONL.")],
-    dev_data: Annotated[Optional[Path], typer.Option(help="Held-out JSONL, scored when training ends.")] = None,
-    setting: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Any other job field, e.g. --set lora_r=16 --set epochs=2.")
-    ] = None,
-) -> None:
-    """Validate a training job and queue it."""
-    from producer.training_commands import run_train_submit
-
-    values: dict[str, object] = {"name": name, "base_model": base_model, "train_data": train_data, "dev_data": dev_data}
-    for item in setting or []:
-        key, separator, value = item.partition("=")
-        if not separator:
-            raise typer.BadParameter(f"--set {item}: expected key=value")
-        values[key.strip()] = value
-    run_train_submit(values)
-
-
-@train_app.command("status")
-def train_status(
-    job: Annotated[Optional[int], typer.Argument(help="Training job id (default: the newest).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Step, loss, samples/s and ETA of a training job."""
-    from producer.training_commands import run_train_status
-
-    run_train_status(job, as_json=as_json)
-
-
-@adapters_app.command("list")
-def adapters_list() -> None:
-    """Every registered adapter with its scores."""
-    from producer.training_commands import run_adapters_list
-
-    run_adapters_list()
-
-
-@adapters_app.command("show")
-def adapters_show(ref: Annotated[str, typer.Argument(help="name or name:version")]) -> None:
-    """One adapter's path, config and metrics."""
-    from producer.training_commands import run_adapters_show
-
-    run_adapters_show(ref)
-
-
-@adapters_app.command("promote")
-def adapters_promote(ref: Annotated[str, typer.Argument(help="name or name:version")]) -> None:
-    """Make extraction workers use this adapter from their next batch."""
-    from producer.training_commands import run_adapters_promote
-
-    run_adapters_promote(ref)
-
-
-@adapters_app.command("demote")
-def adapters_demote(ref: Annotated[str, typer.Argument(help="name:version")]) -> None:
-    """Withdraw a promotion: the adapter promoted before it is used again from the next batch."""
-    from producer.training_commands import run_adapters_demote
-
-    run_adapters_demote(ref)
-
-
-@app.command("eval")
-def evaluate(
-    data: Annotated[Path, typer.Option(help="Held-out JSONL with gold triplets.")],
-    adapter: Annotated[Optional[str], typer.Option(help="Registered adapter (name or name:version).")] = None,
-    base_model: Annotated[Optional[Path], typer.Option(help="Base model folder (default: the adapter's).")] = None,
-    max_examples: Annotated[int, typer.Option(help="Score at most this many examples.")] = 500,
-) -> None:
-    """Precision / recall / F1 (DuIE semantics) of a model on held-out data, run here."""
-    from producer.training_commands import run_eval
-
-    run_eval(adapter, data, base_model, max_examples)
+app.command("eval")(evaluate)
 
 
 @db_app.command("upgrade")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import sys
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from models import store, workers
@@ -20,6 +20,7 @@ from models.errors import BrokerUnavailableError, ConfigError, InputError
 from models.migrate import require_head
 from models.settings import get_settings
 from models.tables import Status, TripletRow
+from producer.progress import progress_bar
 from producer.submit import SubmitReport
 
 console = Console(soft_wrap=True)
@@ -49,7 +50,7 @@ def run_submit(paths: list[Path], *, name: str, wait: bool) -> int:
     sessions = make_session_factory(settings.database_url)
     job_ids: list[int] = []
     try:
-        with _progress() as progress, extract_sender(settings) as send_group:
+        with progress_bar(errors) as progress, extract_sender(settings) as send_group:
             task = progress.add_task("reading", total=None)
             report = submit_corpus(
                 files, name=name, sessions=sessions, send_group=send_group, group_size=settings.task_group_size,
@@ -83,7 +84,7 @@ def _summary(report: SubmitReport, *, skipped_files: int) -> str:
 def follow_job(job_id: int) -> int:
     """Show progress until no document is pending or running; 1 if any failed."""
     sessions = make_session_factory(get_settings().database_url)
-    with _progress() as progress:
+    with progress_bar(errors) as progress:
         task = progress.add_task("extracting", total=None)
         while True:
             with sessions() as session:
@@ -172,47 +173,43 @@ def row_fields(row: TripletRow) -> dict[str, object]:
     }
 
 
-def run_worker(*, device: str, queue: str, name: str, loglevel: str) -> int:
-    import logging
+def run_worker(*, device: str, gpus: str, queue: str, name: str, loglevel: str) -> int:
+    """Supervise one worker process on ``device``, or one per GPU of ``gpus``; the supervisor's exit code."""
     import socket
 
-    from worker.supervisor import supervise
+    from producer.logs import configure_supervisor_logging, log_level
+    from worker.gpus import select_gpus
+    from worker.supervisor import Member, supervise
 
     if queue not in ("extract", "train"):
         raise InputError("--queue", f"expected extract or train, got {queue!r}")
-    logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s: %(levelname)s/supervisor] %(message)s")
+    if gpus and device:
+        raise InputError("--gpus", "not with --device: --gpus runs one worker per GPU, each on its own cuda:N")
+    level = log_level(loglevel)
     settings = get_settings()
-    device = device or settings.device
-    node = name or f"{queue}-{device.replace(':', '')}"
-    return supervise(settings, queue=queue, device=device, name=f"{node}@{socket.gethostname()}", loglevel=loglevel)
-
-
-class _Progress(Progress):
-    def stop(self) -> None:
-        if self.tasks or self.disable:
-            super().stop()
-            return
-        # Stopped before its first task (a service was down): leave nothing, not even rich's empty
-        # line for logs, above the one-line error.
-        self.live.transient = True
-        self.live.stop()
-
-
-def _progress() -> Progress:
-    return _Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=errors, transient=False,
-    )
+    host = socket.gethostname()
+    if gpus:
+        members = [Member(f"{name or queue}-cuda{gpu.index}@{host}", gpu.device) for gpu in select_gpus(gpus)]
+    else:
+        device = device or settings.device
+        node = name or f"{queue}-{device.replace(':', '')}"
+        members = [Member(f"{node}@{host}", device)]
+    configure_supervisor_logging(level)
+    return supervise(settings, queue=queue, members=members, loglevel=level)
 
 
 def run_monitor(*, port: int, address: str) -> NoReturn:
     """Become Flower: exec'd in place, so the signals a supervisor sends (SIGTERM) reach it and no child is left."""
+    if importlib.util.find_spec("flower") is None:  # else Celery's own words: "No such command 'flower'"
+        raise ConfigError("Flower is not installed: pip install 'triplet-queue[monitor]'")
     settings = get_settings()
     if settings.flower_basic_auth is None:
         raise ConfigError("TRIPLETS_FLOWER_BASIC_AUTH: not set; Flower never runs without auth (user:password)")
     # Through the environment, not argv: a password on the command line shows in `ps`.
     env = {**os.environ, "FLOWER_BASIC_AUTH": settings.flower_basic_auth.get_secret_value()}
-    command = [sys.executable, "-m", "celery", "--app", "worker.app", "flower", f"--port={port}", f"--address={address}"]
+    # Celery's command line, through our module: it puts Flower's /metrics and /healthcheck behind the auth too.
+    command = [sys.executable, "-m", "producer.flower_app", "--app", "worker.app", "flower", f"--port={port}",
+               f"--address={address}"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(command[0], command, env)

@@ -13,8 +13,11 @@ from models.db import make_session_factory
 from models.migrate import require_head
 from models.settings import get_settings
 from models.train_config import parse_train_config
+from producer.progress import progress_bar
 
 console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+EVAL_CHUNK = 128  # examples per extraction call in `eval`: how often its progress bar moves
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -104,7 +107,8 @@ def run_adapters_demote(ref: str) -> None:
                       f"{Path(demoted.base_model).name} use {now} from their next batch")
 
 
-def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_examples: int) -> None:
+def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_examples: int, *,
+             as_json: bool) -> None:
     from models.errors import ConfigError
     from models.training_data import require_examples, require_model_folder
 
@@ -123,9 +127,42 @@ def run_eval(adapter_ref: str | None, data: Path, base_model: Path | None, max_e
     if base is None:
         raise ConfigError("no base model: pass --base-model or --adapter, or set TRIPLETS_BASE_MODEL")
     require_model_folder(Path(base), option="base model")
-    scores = evaluate_adapter(base, adapter_path, data, settings=settings, schema_path=settings.schema_path,
-                              max_examples=max_examples)
-    print(json.dumps(scores.as_dict(), ensure_ascii=False, indent=2))
+    with progress_bar(errors) as bar:
+        task = bar.add_task("loading the model", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, description="extracting", completed=done, total=total)
+
+        # Chunks of EVAL_CHUNK examples: the bar moves, at the price of batches no larger than that.
+        scores = evaluate_adapter(base, adapter_path, data, settings=settings, schema_path=settings.schema_path,
+                                  max_examples=max_examples, progress=advance,
+                                  chunk=min(EVAL_CHUNK, settings.max_batch_size))
+    if as_json:
+        print(json.dumps(scores.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print_scores(scores.as_dict())
+
+
+def print_scores(scores: dict) -> None:
+    """The overall scores, then one row per predicate (most gold triplets first)."""
+    overall = Table(title=f"{scores['examples']} examples · {scores['gold']} gold triplets · "
+                          f"{scores['predicted']} predicted")
+    for column in ("", "precision", "recall", "F1"):
+        overall.add_column(column, justify="right" if column else "left")
+    overall.add_row("DuIE (subject, predicate, object)", *(_fmt(scores[key]) for key in ("precision", "recall", "f1")))
+    overall.add_row("strict (and both types)", *(_fmt(scores[key]) for key in ("strict_precision", "strict_recall",
+                                                                          "strict_f1")))
+    console.print(overall)
+    console.print(f"unparsable answers {scores['parse_failure_rate']:.1%} · "
+                  f"ungrounded triplets {scores['ungrounded_rate']:.1%}")
+    per_predicate = Table(title="per predicate")
+    for column in ("predicate", "precision", "recall", "F1", "gold"):
+        per_predicate.add_column(column, justify="left" if column == "predicate" else "right")
+    rows = sorted(scores["per_predicate"].items(), key=lambda item: (-item[1]["support"], item[0]))
+    for predicate, row in rows:
+        per_predicate.add_row(predicate, _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]),
+                              str(row["support"]))
+    console.print(per_predicate)
 
 
 def _fmt(value: object) -> str:

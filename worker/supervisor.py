@@ -1,23 +1,26 @@
-"""`triplets worker`: a light parent that runs the worker process and restarts it when it dies.
+"""`triplets worker`: a light parent that keeps its worker processes running, one or one per GPU.
 
-The parent imports no model code. It starts ``python -m worker.main`` (the process that holds
-the engine), and when that process dies it records the death (so its work is taken over at
-once instead of after the lease) and starts a new one, with backoff. A worker that is not
-ready (its model, device or adapter cannot work) is not restarted: restarting cannot help.
-SIGTERM/SIGINT ask the worker for a warm shutdown (the running group finishes); a second
-one asks for a cold one. The worker dies with its parent (PR_SET_PDEATHSIG on Linux).
+The parent imports no model code. It starts one ``python -m worker.main`` (the process that
+holds the engine) per member, and when one dies it records the death (so its work is taken
+over at once instead of after the lease) and starts it again, with backoff; the others go
+on. A worker that is not ready (its model, device or adapter cannot work) is not restarted:
+restarting cannot help. The parent exits once every member has ended, with the exit code of
+the first member (in their order) that ended with one, else 0. SIGTERM/SIGINT ask every
+worker for a warm shutdown (the running groups finish); a second one asks for a cold one.
+The workers die with their parent (PR_SET_PDEATHSIG on Linux).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from models import workers
 from models.db import make_session_factory
@@ -28,43 +31,129 @@ log = logging.getLogger("triplets.supervisor")
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a worker that lived this long restarts without backoff
+POLL_S = 0.2  # how often the parent looks at its workers; one thread, so signals and forks stay simple
 PR_SET_PDEATHSIG = 1
 
 
-def supervise(settings: Settings, *, queue: str, device: str, name: str, loglevel: str) -> int:
-    stop = threading.Event()
-    signals = {"count": 0}
+@dataclass(frozen=True)
+class Member:
+    """One worker process the parent keeps running."""
+
+    name: str  # Celery node name (name@host), as Flower shows it
+    device: str
+
+
+@dataclass
+class _Slot:
+    member: Member
     child: subprocess.Popen | None = None
+    worker_id: str = ""
+    started: float = 0.0
+    start_at: float = 0.0  # monotonic time of its next start
+    backoff: float = FIRST_BACKOFF_S
+    ended: int | None = None  # its final exit code, once it is not restarted
+    signalled: int = 0  # stop signals forwarded to the running child
 
-    def on_signal(signum: int, _frame: object) -> None:
-        signals["count"] += 1
-        stop.set()
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM if signals["count"] == 1 else signal.SIGQUIT)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    backoff = FIRST_BACKOFF_S
-    while True:
-        worker_id = f"{name}:{uuid.uuid4().hex[:8]}"
-        started = time.monotonic()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "worker.main", "--queue", queue, "--device", device, "--worker-id", worker_id,
-             "--name", name, "--loglevel", loglevel],
-            preexec_fn=_die_with_parent, process_group=0,  # its own group: a terminal's Ctrl+C reaches us only
+def supervise(settings: Settings, *, queue: str, members: list[Member], loglevel: str) -> int:
+    """Run ``members`` until each has ended (see the module's docstring); the parent's exit code."""
+    return _Supervisor(settings, queue=queue, members=members, loglevel=loglevel).run()
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings, *, queue: str, members: list[Member], loglevel: str) -> None:
+        self.settings, self.queue, self.loglevel = settings, queue, loglevel
+        self.slots = [_Slot(member) for member in members]
+        self.stops = 0  # stop signals received
+
+    def run(self) -> int:
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while any(slot.ended is None for slot in self.slots):
+                for slot in self.slots:
+                    self._tend(slot)
+                time.sleep(POLL_S)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return next((slot.ended for slot in self.slots if slot.ended), EXIT_OK)
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self.stops += 1
+        for slot in self.slots:
+            self._forward(slot)
+
+    def _forward(self, slot: _Slot) -> None:
+        """Pass the stop on to the slot's child once per signal: the first warm (SIGTERM), later ones cold."""
+        child = slot.child
+        if child is None or child.poll() is not None or slot.signalled >= self.stops:
+            return
+        slot.signalled = self.stops
+        child.send_signal(signal.SIGTERM if self.stops == 1 else signal.SIGQUIT)
+
+    def _tend(self, slot: _Slot) -> None:
+        if slot.ended is not None:
+            return
+        if slot.child is None:
+            if self.stops:
+                slot.ended = EXIT_OK  # waiting out its backoff: nothing to stop
+            elif time.monotonic() >= slot.start_at:
+                self._start(slot)
+            return
+        code = slot.child.poll()
+        if code is None:
+            self._forward(slot)  # a signal that came while it was being started
+            return
+        slot.child = None
+        self._after_exit(slot, code)
+
+    def _start(self, slot: _Slot) -> None:
+        member = slot.member
+        slot.worker_id = f"{member.name}:{uuid.uuid4().hex[:8]}"
+        slot.started, slot.signalled = time.monotonic(), 0
+        slot.child = subprocess.Popen(
+            child_command(member, queue=self.queue, worker_id=slot.worker_id, loglevel=self.loglevel),
+            env=child_environment(), preexec_fn=_die_with_parent,
+            process_group=0,  # its own group: a terminal's Ctrl+C reaches the parent only
         )
-        code = child.wait()
-        if stop.is_set():
-            return EXIT_OK if code in (EXIT_OK, -signal.SIGTERM) else code
+        log.info("worker %s started on %s (pid %d)", member.name, member.device, slot.child.pid)
+
+    def _after_exit(self, slot: _Slot, code: int) -> None:
+        name = slot.member.name
+        if self.stops:
+            slot.ended = EXIT_OK if code in (EXIT_OK, -signal.SIGTERM) else code
+            return
         if code in (EXIT_OK, EXIT_NOT_READY):
-            return code
-        _record_death(settings, worker_id, code)
-        if time.monotonic() - started > HEALTHY_AFTER_S:
-            backoff = FIRST_BACKOFF_S
-        log.error("worker process %s; restarting in %.1f s", _describe(code), backoff)
-        if stop.wait(backoff):
-            return EXIT_OK
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
+            slot.ended = code
+            if code == EXIT_NOT_READY and len(self.slots) > 1:
+                log.error("worker %s is not ready (see its error above): not restarted", name)
+            return
+        _record_death(self.settings, slot.worker_id, code)
+        if time.monotonic() - slot.started > HEALTHY_AFTER_S:
+            slot.backoff = FIRST_BACKOFF_S
+        log.error("worker %s %s; restarting in %.1f s", name, _describe(code), slot.backoff)
+        slot.start_at = time.monotonic() + slot.backoff
+        slot.backoff = min(slot.backoff * 2, MAX_BACKOFF_S)
+
+
+def child_command(member: Member, *, queue: str, worker_id: str, loglevel: str) -> list[str]:
+    """The worker process's command line."""
+    # Libraries' FutureWarnings speak to their own developers, not to whoever reads a worker's
+    # log: hidden unless the log is at DEBUG.
+    warnings = [] if loglevel == "DEBUG" else ["-W", "ignore::FutureWarning"]
+    return [sys.executable, *warnings, "-m", "worker.main", "--queue", queue, "--device", member.device,
+            "--worker-id", worker_id, "--name", member.name, "--loglevel", loglevel]
+
+
+def child_environment() -> dict[str, str]:
+    """The parent's environment, plus what makes a worker's log and GPU numbering what an operator expects."""
+    return {
+        # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi (and --gpus) by PCI bus.
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        # A log file is no terminal: transformers' "Loading weights" bars are noise there.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        **os.environ,
+    }
 
 
 def _describe(code: int) -> str:
