@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks-in-flight", type=int, default=3,
                         help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
     parser.add_argument("--text-chars", type=int, default=80)
+    parser.add_argument("--logs", type=Path, help="copy the workers' logs here (they go with the run's temp folder)")
     args = parser.parse_args()
     if not set(args.answers) <= set(MODES):
         parser.error(f"--answers: expected some of {','.join(MODES)}")
@@ -179,6 +181,10 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                 check_fleet_row(report["rows"][-1], folder)
     finally:
         server.stop()
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log_file in folder.glob("worker-*.log"):
+                shutil.copy(log_file, args.logs / f"fleet{gpus}-{log_file.name}")
 
 
 def worker_env(values: dict[str, Any], forced: Path) -> dict[str, str]:

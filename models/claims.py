@@ -7,7 +7,8 @@ heartbeat stopped is released and runs again.
 Fault accounting: a document is charged only for its own faults. A worker that dies while
 holding a claim of many documents charges none of them: the lost documents are split into
 smaller claims before they run again, until a document that kills workers runs alone; only
-deaths while it runs alone count (``crashes_alone``), and at ``max_attempts`` it is failed.
+deaths while it is all its worker holds count (``crashes_alone``: a claim of one document and no
+other task's claim beside it), and at ``max_attempts`` it is failed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sqlalchemy import case, exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from models.tables import FINISHED, Document, Job, Status, TrainingJob, Worker
@@ -58,8 +59,8 @@ def claim_documents(session: Session, *, document_ids: Sequence[int], owner: str
     running = [row for row in rows if row.status == Status.running]
     live = live_worker_ids(session, candidates={row.owner for row in running if row.owner}, lease_seconds=lease_seconds)
     lost_now = [row for row in running if row.owner not in live]
-    _release_lost(session, [row.id for row in lost_now])
-    crashes = {row.id: row.crashes_alone + (row.claim_size == 1) for row in lost_now}
+    charged = _release_lost(session, [row.id for row in lost_now])
+    crashes = {row.id: row.crashes_alone + (row.id in charged) for row in lost_now}
     claim.held_elsewhere = len(running) - len(lost_now)
     free = [row for row in rows if not (row.status == Status.running and row.owner in live)]
 
@@ -131,14 +132,24 @@ def split(ids: Sequence[int], ways: int) -> list[list[int]]:
     return [list(ids[start:start + size]) for start in range(0, len(ids), size)]
 
 
-def _release_lost(session: Session, ids: Sequence[int]) -> None:
-    """Lost with their worker: pending again; a death while alone counts against the document."""
-    if ids:
-        session.execute(
-            update(Document).where(Document.id.in_(ids))
-            .values(status=Status.pending, owner=None,
-                    crashes_alone=Document.crashes_alone + case((Document.claim_size == 1, 1), else_=0))
-        )
+def _release_lost(session: Session, ids: Sequence[int]) -> set[int]:
+    """Lost with their worker: pending again. A death counts against a document (the ids returned) only
+    if it was all its worker held: a claim of one document, and no other claim running beside it
+    (a worker runs several tasks at once)."""
+    if not ids:
+        return set()
+    rows = session.execute(select(Document.id, Document.owner, Document.claim_size)
+                           .where(Document.id.in_(ids))).all()
+    held = dict(session.execute(
+        select(Document.owner, func.count()).where(Document.owner.in_({row.owner for row in rows}),
+                                                   Document.status == Status.running)
+        .group_by(Document.owner)).all())
+    charged = {row.id for row in rows if row.claim_size == 1 and held.get(row.owner) == 1}
+    session.execute(update(Document).where(Document.id.in_(ids)).values(status=Status.pending, owner=None))
+    if charged:
+        session.execute(update(Document).where(Document.id.in_(charged))
+                        .values(crashes_alone=Document.crashes_alone + 1))
+    return charged
 
 
 def _fail(session: Session, ids: Sequence[int], reason: str) -> None:

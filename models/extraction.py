@@ -43,6 +43,7 @@ class WindowOutput:
     raw: str
     truncated: bool = False
     error: str | None = None  # set when the window could not be generated at all
+    answer_tokens: int = 0  # tokens the model generated for it
 
 
 def assemble(outputs: Sequence[WindowOutput], schema: PredicateSchema, *, max_new_tokens: int) -> Extraction:

@@ -201,6 +201,16 @@ def get_job(session: Session, *, job_id: int | None = None) -> Job:
     return job
 
 
+def unfinished_job_ids(session: Session, *, limit: int) -> list[int]:
+    """The newest ``limit`` jobs with documents pending or running.
+
+    One probe of the (job_id, status) index per job, whatever the number of waiting documents:
+    cheap enough for every metrics scrape.
+    """
+    waiting = select(Document.id).where(Document.job_id == Job.id, Document.status.not_in(FINISHED))
+    return list(session.scalars(select(Job.id).where(waiting.exists()).order_by(Job.id.desc()).limit(limit)))
+
+
 def job_progress(session: Session, *, job_id: int) -> JobProgress:
     job = get_job(session, job_id=job_id)
     counts = {status.value: 0 for status in Status}

@@ -20,7 +20,8 @@ class ScriptedEngine:
         self.schema = schema or load_schema()
         self.batches: list[list[str]] = []
 
-    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None,
+                finished=None) -> list[Extraction]:  # type: ignore[no-untyped-def]
         self.batches.append(list(texts))
         return [assemble([WindowOutput(0, text, self.answer(text))], self.schema, max_new_tokens=512) for text in texts]
 

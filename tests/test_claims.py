@@ -84,6 +84,26 @@ def test_a_document_that_kills_its_worker_alone_is_failed_after_max_attempts(ses
                          "(it crashes the engine; see the worker log)")
 
 
+def test_a_lone_document_is_not_charged_for_a_death_shared_with_another_task_of_its_worker(
+    sessions: sessionmaker[Session]
+) -> None:
+    _, ids = _documents(sessions, 3)
+    owner = _worker(sessions, "w1")
+    _claim(sessions, ids[:1], owner)  # two tasks of one worker in flight: one document here,
+    _claim(sessions, ids[1:], owner)  # two in the other
+    _silence(sessions, owner)
+    with sessions.begin() as session:
+        assert sorted(claims.take_over_lost_documents(session, lease_seconds=LEASE)) == [ids]
+    assert [d.crashes_alone for d in _rows(sessions, ids)] == [0, 0, 0]  # nothing proves it was the first
+    # alone in its worker, a death is charged
+    only = _worker(sessions, "w2")
+    _claim(sessions, ids[:1], only)
+    _silence(sessions, only)
+    with sessions.begin() as session:
+        claims.take_over_lost_documents(session, lease_seconds=LEASE)
+    assert [d.crashes_alone for d in _rows(sessions, ids)] == [1, 0, 0]
+
+
 def test_work_given_back_by_a_broken_worker_is_not_charged_and_runs_again_split(
     sessions: sessionmaker[Session]
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.migrate import upgrade
-from tests.workers import worker_env
+from tests.workers import free_port, worker_env
 
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
@@ -109,22 +109,19 @@ def test_flower_never_starts_without_auth(tmp_path: Path) -> None:
 
 def test_flower_answers_only_with_credentials_and_stops_on_sigterm(tmp_path: Path, broker_url: str) -> None:
     import base64
-    import socket
     import time
     import urllib.error
     import urllib.request
 
     import psutil
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = worker_env(broker_url=broker_url, flower_basic_auth="admin:s3cret")
     flower = subprocess.Popen([sys.executable, "-m", "producer", "monitor", "--port", str(port)], env=env,
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def status(headers: dict[str, str]) -> int | None:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/workers", headers=headers)
+    def status(headers: dict[str, str], path: str = "/workers") -> int | None:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
                 return response.status
@@ -144,6 +141,12 @@ def test_flower_answers_only_with_credentials_and_stops_on_sigterm(tmp_path: Pat
         token = base64.b64encode(b"admin:s3cret").decode()
         assert anonymous == 401
         assert status({"Authorization": f"Basic {token}"}) == 200
+        # Flower's own /metrics and /healthcheck too: Flower leaves them open, producer/flower_app.py does not.
+        wrong = base64.b64encode(b"admin:wrong").decode()
+        for path in ("/metrics", "/healthcheck"):
+            assert status({}, path) == 401, path
+            assert status({"Authorization": f"Basic {wrong}"}, path) == 401, path
+            assert status({"Authorization": f"Basic {token}"}, path) == 200, path
         assert not any("s3cret" in " ".join(p.cmdline()) for p in started), "the password is in a command line"
     finally:
         flower.terminate()  # SIGTERM, as a supervisor or `docker stop` sends it

@@ -52,7 +52,8 @@ def test_every_document_ends_done_or_failed_with_reason(sessions: sessionmaker[S
     ids = _submit(sessions, TEXT, "乱码", "空")
     answers = {TEXT: GOOD, "乱码": "I cannot help with that", "空": "[]"}
     report = _process(ids, ScriptedEngine(answers.__getitem__), sessions)
-    assert asdict(report) == {"claimed": 3, "done": 2, "failed": 1, "triplets": 1, "resent": 0, "skipped": 0}
+    assert asdict(report) == {"claimed": 3, "done": 2, "failed": 1, "triplets": 1, "resent": 0, "skipped": 0,
+                              "failed_at_claim": 0, "warnings": 0}
     docs = _documents(sessions)
     assert docs[TEXT].status == Status.done
     assert docs["空"].status == Status.done
@@ -123,7 +124,7 @@ def test_a_document_that_breaks_the_engine_ends_alone_and_failed_and_charges_no_
 
         broken = False
 
-        def extract(self, texts, *, progress=lambda: None):  # type: ignore[no-untyped-def]
+        def extract(self, texts, *, progress=lambda: None, finished=None):  # type: ignore[no-untyped-def]
             if self.broken or "毒" in texts:
                 self.broken = True
                 raise RuntimeError("CUDA error: device-side assert triggered")

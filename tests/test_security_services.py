@@ -8,7 +8,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,16 +25,10 @@ from devkit.services import port_open
 from models.errors import ConfigError
 from models.migrate import upgrade
 from models.settings import load_settings
-from tests.workers import triplets, worker_env
+from tests.workers import free_port, triplets, worker_env
 
 PASSWORD = "Pw-d0nt-print-me"  # no URL-special characters, so the URL carries it verbatim
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,3 +19,10 @@ def triplets(env: dict[str, str], *args: str, cwd: Path, timeout: int = 120) -> 
     """``triplets ARGS`` run in ``cwd`` with ``env``, its output captured."""
     return subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now on 127.0.0.1 (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

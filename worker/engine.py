@@ -15,15 +15,21 @@ from models.settings import Settings
 CANARY_TEXT = "《娘家的故事第二部》是张玲执导的电视剧。"
 
 
+# Documents whose extraction is done before the whole call returns: (index in the call's texts, extraction).
+Finished = Callable[[list[tuple[int, Extraction]]], None]
+
+
 class ExtractionEngine(Protocol):
     model_id: str
     adapter_id: str
     prompt_version: str
 
-    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None,
+                finished: Finished | None = None) -> list[Extraction]:
         """One Extraction per text, in order; ``progress`` is called as decode batches finish.
 
-        Raises only for failures of the whole call.
+        ``finished``, if given, may receive documents whose extraction is done before the call
+        returns (they are in the returned list too). Raises only for failures of the whole call.
         """
         ...
 

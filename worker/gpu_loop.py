@@ -16,42 +16,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from models.extraction import Extraction, WindowOutput
-from worker.batching import Prompt
-from worker.continuous_decode import Job, cache_length, fits
-from worker.hf_engine import HuggingFaceEngine
+from models.extraction import Extraction
+from worker.engine import Finished
+from worker.hf_engine import HuggingFaceEngine, Prepared
+from worker.loop_runs import DecodingRun, LoopStats, Ticket
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One task's prompts on their way through the loop."""
-
-    prompts: list[Prompt]
-    progress: Callable[[], None]
-    outputs: dict[int, WindowOutput] = field(default_factory=dict)
-    adapter_id: str = ""
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def answer(self, index: int, output: WindowOutput) -> None:
-        self.outputs[index] = output
-        if len(self.outputs) == len(self.prompts):
-            self.done.set()
-        else:
-            self.progress()
-
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.done.set()
+# How often a task hands on the documents of its group that are done (so progress moves inside a group).
+EARLY_RESULTS_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -69,7 +49,7 @@ class EngineLoop:
                  start: bool = True) -> None:
         self.engine = engine
         self.on_progress = on_progress
-        self.runs = 0  # decoding runs so far
+        self.counters = LoopStats()
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()  # not yet started
         self._switches: deque[_Switch] = deque()
@@ -80,6 +60,14 @@ class EngineLoop:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def runs(self) -> int:
+        return self.counters.runs
+
+    def stats(self) -> dict[str, float]:
+        """A snapshot of the counters (runs, prompts, answer_tokens, decode_seconds, rows)."""
+        return asdict(self.counters)
 
     def pending(self) -> tuple[int, int]:
         """Tickets and adapter switches waiting for the loop."""
@@ -98,16 +86,26 @@ class EngineLoop:
     def prompt_version(self) -> str:
         return self.engine.prompt_version
 
-    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None,
+                finished: Finished | None = None) -> list[Extraction]:
+        """As ``ExtractionEngine.extract``; ``finished`` gets the documents done so far every few seconds
+        (assembled on this, the caller's, thread: the loop thread only decodes)."""
         prepared = self.engine.prepare(texts)  # tokenising happens on the caller's thread
         ticket = Ticket(prepared.prompts, progress)
         if ticket.prompts:
             self._put(ticket)
-            ticket.done.wait()
+            while not ticket.done.wait(timeout=EARLY_RESULTS_SECONDS if finished else None):
+                if ticket.finished:
+                    finished(self._early(prepared, ticket))
             if ticket.error is not None:
                 raise ticket.error
         extractions = self.engine.finish(prepared, ((p, ticket.outputs[i]) for i, p in enumerate(ticket.prompts)))
         return [replace(extraction, adapter_id=ticket.adapter_id or self.adapter_id) for extraction in extractions]
+
+    def _early(self, prepared: Prepared, ticket: Ticket) -> list[tuple[int, Extraction]]:
+        docs = [ticket.finished.popleft() for _ in range(len(ticket.finished))]
+        return [(doc, replace(self.engine.assemble_document(prepared, doc, ticket.outputs), adapter_id=ticket.adapter_id))
+                for doc in docs]
 
     def use_adapter(self, adapter_id: str, path: Path) -> None:
         """Switch once the tickets already started are answered; raises what loading the adapter raised."""
@@ -163,24 +161,27 @@ class EngineLoop:
         A run that fails with several tickets in it proves nothing against any one of them: each
         goes again alone, and only a ticket that fails alone hands the error to its task.
         """
-        run = self._attempt(_Run(self))
+        run = self._attempt(self._new_run())
         if run is None:
             return
         for ticket in list(run.open()):
-            solo = self._attempt(_Run(self, only=ticket))
+            solo = self._attempt(self._new_run(only=ticket))
             if solo is not None:
                 ticket.fail(solo.error)
 
-    def _attempt(self, run: _Run) -> _Run | None:
+    def _attempt(self, run: DecodingRun) -> DecodingRun | None:
         """``run`` decoded; the run back if it failed with several tickets open (else they learn why)."""
-        self.runs += 1
+        self.counters.runs += 1
+        started = time.perf_counter()
         try:
             run.decode()
+            run.log(time.perf_counter() - started)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             log.warning("CUDA out of memory in a continuous run; its tickets go through planned batches")
             run.fallback()
         except BaseException as exc:  # noqa: BLE001 - the tasks decide whose fault it is
+            log.warning("a decoding run of %d tickets failed: %s: %s", len(run.tickets), type(exc).__name__, exc)
             open_tickets = list(run.open())
             if len(open_tickets) > 1:
                 run.error = exc
@@ -188,6 +189,9 @@ class EngineLoop:
             for ticket in open_tickets:
                 ticket.fail(exc)
         return None
+
+    def _new_run(self, *, only: Ticket | None = None) -> DecodingRun:
+        return DecodingRun(self.engine, admit=self._admit, stats=self.counters, on_progress=self.on_progress, only=only)
 
     def _admit(self, room: Callable[[Ticket], bool]) -> Ticket | None:
         """The next waiting ticket if ``room`` accepts it and no adapter switch waits; else None."""
@@ -203,97 +207,3 @@ class EngineLoop:
             switch = self._switches.popleft()
             switch.error = error
             switch.done.set()
-
-
-class _Run:
-    """The tickets of one decoding run, and the continuous decoder's source of jobs."""
-
-    def __init__(self, loop: EngineLoop, *, only: Ticket | None = None) -> None:
-        self.loop = loop
-        self.engine = loop.engine
-        self.only = only  # a ticket decoded alone: nothing else is admitted
-        self.tickets: list[Ticket] = []
-        self.where: dict[int, tuple[Ticket, int]] = {}  # key -> (ticket, prompt index), until answered
-        self.keys = 0  # keys given so far
-        self.jobs: deque[Job] = deque()
-        self.closed = only is not None  # closed: admit no more tickets, let the run drain
-        self.error: BaseException | None = None
-
-    def start(self, ticket: Ticket) -> list[tuple[int, Prompt]]:
-        """Make ``ticket``'s unanswered prompts part of this run, keyed."""
-        ticket.adapter_id = self.engine.adapter_id
-        self.tickets.append(ticket)
-        keyed = []
-        for index, prompt in enumerate(ticket.prompts):
-            if index not in ticket.outputs:
-                keyed.append((self.keys, prompt))
-                self.where[self.keys] = (ticket, index)
-                self.keys += 1
-        return keyed
-
-    def decode(self) -> None:
-        """The tickets waiting now (or the one given) decoded; a continuous run takes more as rows free up."""
-        if self.only is not None:
-            keyed = self.start(self.only)
-        else:
-            keyed = []
-            while (ticket := self.loop._admit(lambda _: True)) is not None:
-                keyed += self.start(ticket)
-        if not keyed:
-            return
-        if self.engine.continuous:
-            self._stream(keyed)
-        else:
-            self._planned(keyed)
-
-    def _planned(self, keyed: list[tuple[int, Prompt]]) -> None:
-        key_of = {id(prompt): key for key, prompt in keyed}
-        for batch in self.engine.plan([prompt for _, prompt in keyed]):
-            outputs = self.engine.decode(batch, forced_lengths=self.engine.forced_lengths(batch))
-            for prompt, output in zip(batch, outputs):
-                self._answer(key_of[id(prompt)], output)
-
-    def _stream(self, keyed: list[tuple[int, Prompt]]) -> None:
-        """One continuous batch, sized for the tickets waiting at its start, fed by the ones that follow."""
-        self._queue(keyed)
-        # sized for any answer, not the longest among these: tickets that follow fit unless their prompts are longer
-        length = cache_length(self.jobs, answer_tokens=self.engine.config.max_new_tokens)
-        for key, tokens in self.engine.continuous_decoder.stream(self, **self.engine.stream_arguments(length)):
-            ticket, index = self.where[key]
-            self._answer(key, self.engine.output(ticket.prompts[index], tokens))
-
-    def _queue(self, keyed: list[tuple[int, Prompt]]) -> None:
-        self.jobs.extend(self.engine.jobs([prompt for _, prompt in keyed], [key for key, _ in keyed]))
-
-    def take(self, count: int, *, length: int) -> list[Job]:
-        """The decoder's source: this run's jobs, then new tickets' while they fit and none waits."""
-        while len(self.jobs) < count and not self.closed:
-            ticket = self.loop._admit(lambda t: self._fits(t, length))
-            if ticket is None:
-                break
-            self._queue(self.start(ticket))
-        taken = []
-        while self.jobs and len(taken) < count:
-            taken.append(self.jobs.popleft())
-        return taken
-
-    def _fits(self, ticket: Ticket, length: int) -> bool:
-        """Whether every prompt of ``ticket`` and its longest answer fit a row; if not, the run closes."""
-        if all(fits(job, length) for job in self.engine.jobs(ticket.prompts, range(len(ticket.prompts)))):
-            return True
-        self.closed = True
-        return False
-
-    def fallback(self) -> None:
-        for ticket in self.open():
-            missing = [index for index in range(len(ticket.prompts)) if index not in ticket.outputs]
-            for index, output in zip(missing, self.engine.decode_planned([ticket.prompts[i] for i in missing])):
-                ticket.answer(index, output)
-
-    def open(self) -> Iterator[Ticket]:
-        return (ticket for ticket in self.tickets if not ticket.done.is_set())
-
-    def _answer(self, key: int, output: WindowOutput) -> None:
-        ticket, index = self.where.pop(key)
-        ticket.answer(index, output)
-        self.loop.on_progress()

@@ -24,7 +24,7 @@ from models.settings import Settings
 from worker.batching import Prompt, batch_token_limit, plan_batches
 from worker.continuous_decode import ContinuousDecoder, Job, ListSource, cache_length
 from worker.decoding import DecodeRequest, Decoder, GenerateDecoder
-from worker.engine import EngineConfig
+from worker.engine import EngineConfig, Finished
 from worker.loader import attach_adapter, check_model_folder, load_model, resolve_device, resolve_precision
 from worker.prompting import PromptBuilder
 from worker.static_decode import StaticDecoder
@@ -103,7 +103,9 @@ class HuggingFaceEngine:
         log.info("switched to adapter %s", adapter_id)
         self.adapter_id = adapter_id
 
-    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+    def extract(self, texts: Sequence[str], *, progress: Callable[[], None] = lambda: None,
+                finished: Finished | None = None) -> list[Extraction]:
+        """One extraction per text (``finished`` is never called: only the GPU loop hands documents on early)."""
         prepared = self.prepare(texts)
         prompts = prepared.prompts
         if self.continuous:
@@ -133,6 +135,13 @@ class HuggingFaceEngine:
             doc_outputs.sort(key=lambda output: output.start)
             results.append(assemble(doc_outputs, self.schema, max_new_tokens=self.config.max_new_tokens))
         return results
+
+    def assemble_document(self, prepared: Prepared, doc: int, outputs: dict[int, WindowOutput]) -> Extraction:
+        """Document ``doc``'s extraction, its windows' outputs given by prompt index (others may be missing)."""
+        windows = [*prepared.outputs[doc], *(outputs[index] for index, prompt in enumerate(prepared.prompts)
+                                             if prompt.doc == doc)]
+        windows.sort(key=lambda output: output.start)
+        return assemble(windows, self.schema, max_new_tokens=self.config.max_new_tokens)
 
     @property
     def continuous(self) -> bool:
@@ -233,7 +242,7 @@ class HuggingFaceEngine:
         """A prompt's decoded answer."""
         truncated = len(tokens) >= self.config.max_new_tokens and not set(tokens[-1:]) & set(self.eos_ids)
         raw = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        return WindowOutput(prompt.window.start, prompt.window.text, raw, truncated)
+        return WindowOutput(prompt.window.start, prompt.window.text, raw, truncated, answer_tokens=len(tokens))
 
     @torch.inference_mode()
     def _decode(self, batch: list[Prompt], forced_lengths: Sequence[int] | None = None) -> list[WindowOutput]:

@@ -97,12 +97,16 @@ def consume(runtime: Runtime, *, name: str, loglevel: str) -> int:
 
     from worker.app import app
     from worker.heartbeat import Heartbeat
+    from worker.metrics_server import start_metrics
     from worker.takeover import Takeover
 
     takeover = Takeover(runtime.settings, StoreRetry(runtime.sessions, patience_s=30), app,
                         Redis.from_url(runtime.settings.broker_url), runtime.worker_id)
     heartbeat = Heartbeat(runtime, takeover)
     heartbeat.start()
+    # Training workers serve none: their numbers are in `triplets train status`, and their port would be an
+    # extraction worker's on the same GPU.
+    metrics = start_metrics(runtime) if runtime.queue == "extract" else None
     # Extraction tasks share the process's one GPU loop; training runs one job at a time.
     concurrency = runtime.settings.tasks_in_flight if runtime.queue == "extract" else 1
     celery_worker = app.Worker(hostname=name, pool_cls="threads", concurrency=concurrency, queues=[runtime.queue],
@@ -111,6 +115,8 @@ def consume(runtime: Runtime, *, name: str, loglevel: str) -> int:
         celery_worker.start()
     finally:
         heartbeat.stop()
+        if metrics is not None:
+            metrics.stop()
         if runtime.engine is not None:
             runtime.engine.close()
         code = runtime.exit_code or celery_worker.exitcode or 0

@@ -22,12 +22,13 @@ from models import claims, registry, store
 from models.errors import ConfigError, ModelError, WorkerFault
 from models.extraction import Extraction
 from models.settings import Settings
-from worker.engine import CANARY_TEXT, ExtractionEngine
+from worker.engine import CANARY_TEXT, ExtractionEngine, Finished
 from worker.store_retry import StoreRetry
 
 log = logging.getLogger(__name__)
 
 Resend = Callable[[list[int]], None]
+Stored = Callable[[Sequence[store.Outcome], int], None]  # outcomes just stored, and their triplets
 RELEASE_PATIENCE_S = 10.0
 
 
@@ -39,6 +40,8 @@ class GroupReport:
     triplets: int
     resent: int = 0  # lost documents queued again in smaller groups
     skipped: int = 0  # held by a live worker, or no longer held by this one when storing
+    failed_at_claim: int = 0  # of ``failed``: cancelled, or killed their worker alone too often
+    warnings: int = 0  # done documents stored with a warning
 
 
 class AdapterFollower:
@@ -90,7 +93,9 @@ def process_documents(
     resend: Resend,
     retry: StoreRetry | None = None,
     progress: Callable[[], None] = lambda: None,
+    stored: Stored = lambda outcomes, triplets: None,
 ) -> GroupReport:
+    """Claim, extract and store one message's documents; ``stored`` hears of each write as it lands."""
     retry = retry or StoreRetry(sessions, patience_s=settings.store_retry_seconds)
     claim = retry.run(lambda session: claims.claim_documents(
         session, document_ids=document_ids, owner=owner, lease_seconds=settings.lease_seconds,
@@ -98,21 +103,13 @@ def process_documents(
     _resend(claim.resend, resend)
     claimed = claim.documents
     if not claimed:
-        return GroupReport(0, 0, claim.failed, 0, sum(map(len, claim.resend)), claim.held_elsewhere)
+        return GroupReport(0, 0, claim.failed, 0, sum(map(len, claim.resend)), claim.held_elsewhere, claim.failed)
+    recorder = _Recorder(retry, claimed, engine, owner, stored)
     try:
         progress()
-        extractions = extract_isolating(engine, [doc.text for doc in claimed], progress)
-        by_adapter: dict[str, list[store.Outcome]] = {}
-        for doc, extraction in zip(claimed, extractions, strict=True):
-            by_adapter.setdefault(extraction.adapter_id or engine.adapter_id, []).append(_outcome(doc, extraction))
-        outcomes, triplets, fenced = [], 0, 0
-        for adapter_id, group in by_adapter.items():
-            extractor = {"model": engine.model_id, "adapter": adapter_id, "prompt_version": engine.prompt_version,
-                         "owner": owner}
-            stored, group_triplets, group_fenced = _record(retry, group, extractor)
-            outcomes += stored
-            triplets += group_triplets
-            fenced += group_fenced
+        extractions = extract_isolating(engine, [doc.text for doc in claimed], progress, finished=recorder.early)
+        recorder.record([(index, extraction) for index, extraction in enumerate(extractions)
+                         if claimed[index].id not in recorder.stored])
     except BaseException:
         # Nobody's documents stay held by a worker that is not working on them: given back
         # uncharged (and, with no message left, queued again once the queue is idle). If the
@@ -123,11 +120,50 @@ def process_documents(
         except WorkerFault:
             log.warning("could not give back %d documents; their lease will run out", len(claimed))
         raise
+    outcomes, fenced = list(recorder.stored.values()), recorder.fenced
     if fenced:
         log.warning("%d documents were taken over by another worker meanwhile; their results were dropped", fenced)
     done = sum(outcome.error is None for outcome in outcomes)
-    return GroupReport(len(claimed), done, len(outcomes) - done + claim.failed, triplets,
-                       sum(map(len, claim.resend)), claim.held_elsewhere + fenced)
+    return GroupReport(len(claimed), done, len(outcomes) - done + claim.failed, recorder.triplets,
+                       sum(map(len, claim.resend)), claim.held_elsewhere + fenced, claim.failed,
+                       sum(outcome.error is None and bool(outcome.warning) for outcome in outcomes))
+
+
+class _Recorder:
+    """Stores a group's outcomes: the documents an engine hands on early, then the rest, one transaction
+    per hand-over and adapter (progress moves inside a group; writes stay batched)."""
+
+    def __init__(self, retry: StoreRetry, claimed: Sequence[claims.ClaimedDocument], engine: ExtractionEngine,
+                 owner: str, stored: Stored) -> None:
+        self.retry, self.claimed, self.engine, self.owner, self.on_stored = retry, claimed, engine, owner, stored
+        self.stored: dict[int, store.Outcome] = {}
+        self.triplets = self.fenced = 0
+        self.early_failed = False
+
+    def early(self, finished: list[tuple[int, Extraction]]) -> None:
+        """Best effort: a failure here leaves the documents to the final write, which decides whose fault it is."""
+        if self.early_failed:
+            return
+        try:
+            self.record(finished)
+        except Exception as exc:  # noqa: BLE001 - nothing is lost: they are written with the rest
+            self.early_failed = True
+            log.warning("could not store %d finished documents early (%s); they are stored with the rest",
+                        len(finished), type(exc).__name__)
+
+    def record(self, extractions: list[tuple[int, Extraction]]) -> None:
+        by_adapter: dict[str, list[store.Outcome]] = {}
+        for index, extraction in extractions:
+            outcome = _outcome(self.claimed[index], extraction)
+            by_adapter.setdefault(extraction.adapter_id or self.engine.adapter_id, []).append(outcome)
+        for adapter_id, outcomes in by_adapter.items():
+            extractor = {"model": self.engine.model_id, "adapter": adapter_id,
+                         "prompt_version": self.engine.prompt_version, "owner": self.owner}
+            stored, triplets, fenced = _record(self.retry, outcomes, extractor)
+            self.stored.update((outcome.document_id, outcome) for outcome in stored)
+            self.triplets += triplets
+            self.fenced += fenced
+            self.on_stored(stored, triplets)
 
 
 def _resend(groups: list[list[int]], resend: Resend) -> None:
@@ -144,8 +180,8 @@ def _resend(groups: list[list[int]], resend: Resend) -> None:
                         sum(map(len, groups)), len(groups))
 
 
-def extract_isolating(engine: ExtractionEngine, texts: Sequence[str],
-                      progress: Callable[[], None] = lambda: None) -> list[Extraction]:
+def extract_isolating(engine: ExtractionEngine, texts: Sequence[str], progress: Callable[[], None] = lambda: None,
+                      finished: Finished | None = None) -> list[Extraction]:
     """The engine's extractions; an error the engine raises is pinned on one document, or on the engine.
 
     A batch that raises is split in halves until the document that raises is alone; it fails
@@ -153,7 +189,7 @@ def extract_isolating(engine: ExtractionEngine, texts: Sequence[str],
     the engine is broken and nobody's document is charged.
     """
     try:
-        return engine.extract(texts, progress=progress)
+        return engine.extract(texts, progress=progress, finished=finished)
     except (ModelError, WorkerFault) as exc:
         raise WorkerFault(f"engine unusable: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - whose fault it is decides what happens next

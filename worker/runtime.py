@@ -39,8 +39,9 @@ class Runtime:
     follower: Any = None  # its AdapterFollower
     exit_code: int = EXIT_OK
     _busy: int = 0
+    _alone: int = 0  # tasks waiting to run alone, or running alone
     _last_progress: float = field(default_factory=time.monotonic)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def store(self) -> StoreRetry:
@@ -51,8 +52,14 @@ class Runtime:
         self._last_progress = time.monotonic()
 
     @contextmanager
-    def working(self) -> Iterator[None]:
+    def working(self, *, alone: bool = False) -> Iterator[None]:
+        """A task at work; ``alone``: once no other task works, and none starts until it is done."""
         with self._lock:
+            if alone:
+                self._alone += 1
+                self._lock.wait_for(lambda: not self._busy)
+            else:
+                self._lock.wait_for(lambda: not self._alone)
             self._busy += 1
         self.touch()
         try:
@@ -60,6 +67,13 @@ class Runtime:
         finally:
             with self._lock:
                 self._busy -= 1
+                self._alone -= alone
+                self._lock.notify_all()
+
+    @property
+    def busy(self) -> int:
+        """Tasks working now."""
+        return self._busy
 
     def stalled_for(self) -> float:
         """Seconds without progress while busy (0 while idle)."""

@@ -12,6 +12,7 @@ from celery.exceptions import Reject
 from celeryconfig import EXTRACT_QUEUE
 from models import registry
 from models.errors import MalformedMessageError, WorkerFault
+from worker import metrics
 from worker import runtime as worker_runtime
 from worker.app import EXTRACT_TASK, PROGRESS_EVENT, TRAIN_TASK, app
 from worker.pipeline import process_documents
@@ -46,13 +47,17 @@ def extract(document_ids: object = None, *args: object, **kwargs: object) -> dic
         extract.apply_async(args=[group], queue=EXTRACT_QUEUE)
 
     try:
-        with rt.working():
+        # One document (what a lost claim is split down to) runs alone in its worker: if it kills the
+        # worker, no other task's documents died with it, and the death counts against it (models.claims).
+        with rt.working(alone=len(ids) == 1):
             rt.follower.follow(rt.engine, rt.sessions, retry=rt.store)
             report = process_documents(ids, engine=rt.engine, sessions=rt.sessions, settings=rt.settings,
-                                       owner=rt.worker_id, resend=resend, retry=rt.store, progress=rt.touch)
+                                       owner=rt.worker_id, resend=resend, retry=rt.store, progress=rt.touch,
+                                       stored=metrics.record_stored)
     except WorkerFault as exc:
         rt.stop(EXIT_WORKER_FAULT, str(exc))
         raise Reject(str(exc), requeue=True) from exc
+    metrics.record_group(report)
     return asdict(report)
 
 
