@@ -18,7 +18,9 @@ from worker.app import EXTRACT_TASK, create_app
 from worker.store_retry import StoreRetry
 from worker.takeover import UNACKED_INDEX_KEY, Takeover
 
-FAST = {"heartbeat_seconds": 0.1, "lease_seconds": 0.5, "sweep_seconds": 0.2}
+# A long sweep: the pass lock outlives any test (a slow machine must not see it expire between two
+# passes that assert it holds); the tests end it themselves (_next_pass).
+FAST = {"heartbeat_seconds": 0.1, "lease_seconds": 0.5, "sweep_seconds": 60.0}
 
 
 def _setup(sessions: sessionmaker[Session], broker_url: str, documents: int) -> tuple[Takeover, list[int]]:

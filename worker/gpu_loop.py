@@ -104,8 +104,8 @@ class EngineLoop:
 
     def _early(self, prepared: Prepared, ticket: Ticket) -> list[tuple[int, Extraction]]:
         docs = [ticket.finished.popleft() for _ in range(len(ticket.finished))]
-        return [(doc, replace(self.engine.assemble_document(prepared, doc, ticket.outputs), adapter_id=ticket.adapter_id))
-                for doc in docs]
+        assemble = self.engine.assemble_document
+        return [(doc, replace(assemble(prepared, doc, ticket.outputs), adapter_id=ticket.adapter_id)) for doc in docs]
 
     def use_adapter(self, adapter_id: str, path: Path) -> None:
         """Switch once the tickets already started are answered; raises what loading the adapter raised."""

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
-                        format="[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s")
+                        # the node name, not "MainProcess": a fleet's workers log to one terminal
+                        format=f"[%(asctime)s: %(levelname)s/{args.name.replace('%', '%%')}] %(name)s: %(message)s")
     try:
         settings = get_settings()
         if args.device:

@@ -1,10 +1,10 @@
 """What an extraction worker tells Prometheus (docs/metrics.md names and explains every metric).
 
 Two kinds of numbers. Counters the tasks move as results land in the store (documents,
-triplets, several times a group) and as each message's group ends (group sizes, hand-ons). And values read only when Prometheus scrapes, so an idle worker pays
-nothing for them: the GPU loop's counters, GPU memory, the adapter in use, busy tasks, and,
-from the store and the broker, each unfinished job's documents, rate and ETA and the queue's
-length. Serving them over HTTP is ``worker.metrics_server``'s part.
+triplets, several times a group) and as each message's group ends (group sizes, hand-ons).
+And values read only when Prometheus scrapes, so an idle worker pays nothing for them: the
+GPU loop's counters, GPU memory, the adapter in use, busy tasks, and, from the store and the
+broker, each unfinished job's documents, rate and ETA and the queue's length. Serving them over HTTP is ``worker.metrics_server``'s part.
 """
 
 from __future__ import annotations
