@@ -122,6 +122,8 @@ class _Supervisor:
         name = slot.member.name
         if self.stops:
             slot.ended = EXIT_OK if code in (EXIT_OK, -signal.SIGTERM) else code
+            if code != EXIT_OK:  # stopped before it could record its end itself (still loading, say)
+                _record_death(self.settings, slot.worker_id, code)
             return
         if code in (EXIT_OK, EXIT_NOT_READY):
             slot.ended = code
