@@ -11,14 +11,14 @@ token for token, as the static loop's (greedy; a CPU test compares them).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from worker.decoding import DecodeRequest, cache_keyword, prefill, until_end
-from worker.static_decode import LENGTH_BUCKET, CacheHolder
+from worker.decoding import DecodeRequest, prefill, until_end
+from worker.static_decode import LENGTH_BUCKET, CachedDecoder
 
 # Host syncs (to hand back ended rows and refill them) only every this many steps: a row that
 # ends between two looks idles at most this many steps minus one.
@@ -88,14 +88,7 @@ class RowCache:
         return self.write_at.max()
 
 
-class ContinuousDecoder(CacheHolder):
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keyword = cache_keyword(model)
-        self._cache: RowCache | None = None  # kept for the next run of the same shape
-        self.last_slots = 0
-
+class ContinuousDecoder(CachedDecoder):
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
             device: torch.device) -> Iterator[tuple[int, list[int]]]:

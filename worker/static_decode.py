@@ -61,11 +61,16 @@ def kv_shape(config: Any) -> tuple[int, int, int]:
     return config.num_hidden_layers, kv_heads, head_dim
 
 
-class CacheHolder:
-    """A decoder that keeps its KV cache for the next batch of the same shape."""
+class CachedDecoder:
+    """A greedy decoder over its own preallocated KV cache, kept for the next batch of the same shape."""
 
-    model: Any
-    _cache: Any = None
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        # the base model's forward: peft's wrapper adds nothing to a step but Python overhead
+        self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keyword = cache_keyword(model)
+        self._cache: Any = None
+        self.last_slots = 0  # rows x decode steps of the last call: what slot efficiency divides by
 
     def cache_of_shape(self, kind: Callable[..., Any], rows: int, length: int, dtype: torch.dtype,
                        device: torch.device) -> Any:
@@ -78,14 +83,8 @@ class CacheHolder:
         return cache
 
 
-class StaticDecoder(CacheHolder):
+class StaticDecoder(CachedDecoder):
     """Greedy decoding of a left-padded batch over a :class:`SlotCache`."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keyword = cache_keyword(model)
-        self._cache: SlotCache | None = None  # kept for the next batch of the same shape
 
     @torch.inference_mode()
     def decode(self, request: DecodeRequest) -> list[list[int]]:
