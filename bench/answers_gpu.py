@@ -71,10 +71,11 @@ def timed(engine: HuggingFaceEngine, loop: str, prompts: list, lengths: list[int
 
 
 def main() -> None:
-    parser = bench_parser(__doc__, "answers.json", variants="static,continuous")
+    # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph
+    parser = bench_parser(__doc__, "answers.json", variants="static-eager,static,continuous-eager,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--answers", default="fixed,duie")
+    parser.add_argument("--answers", default="fixed,duie", help="fixed: every answer the duie mean; fixedN: N tokens")
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--precision", default="", help="default: 4bit on a GPU, fp32 on the CPU")
     args = parser.parse_args()
@@ -86,24 +87,26 @@ def main() -> None:
         precision = args.precision or ("4bit" if device != "cpu" else "fp32")
         duie = draw_answer_lengths(AutoTokenizer.from_pretrained(base, local_files_only=True), args.docs)
         mean = round(sum(duie) / len(duie))
-        lengths = {"duie": duie, "fixed": [mean] * args.docs}
+        lengths = {mode: duie if mode == "duie" else [int(mode.removeprefix("fixed") or mean)] * args.docs
+                   for mode in args.answers.split(",")}
         report.update(answer_tokens_mean=sum(duie) / len(duie), answer_tokens_max=max(duie), precision=precision)
         # the KV-token budget of TRIPLETS_GPU_MEMORY_BUDGET_GIB (18.6 = 20 GB), as a worker runs: no unbounded batches
-        engine = make_engine(base, adapter, device, precision, args.batch, max(duie)).with_config(
+        engine = make_engine(base, adapter, device, precision, args.batch, max(n for drawn in lengths.values() for n in drawn)).with_config(
             min_new_tokens=0, max_batch_tokens=None)
         prompts = [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(texts)]
-        for loop in args.variants.split(","):
-            looped = engine.with_config(decode_loop=loop)
+        for variant in args.variants.split(","):
+            loop, graphs = variant.removesuffix("-eager"), not variant.endswith("-eager")
+            looped = engine.with_config(decode_loop=loop, cuda_graphs=graphs)
             warm = max(1, min(args.batch, len(prompts)))
             timed(looped, loop, prompts[:warm], [mean] * warm)  # allocate and compile before timing
             for mode in args.answers.split(","):
                 result = timed(looped, loop, prompts, lengths[mode])
-                row = {"variant": loop, "answers": mode, "precision": precision, "batch": args.batch,
+                row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "answers": mode, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],
                        "answer_tokens_per_s": sum(lengths[mode]) / result["seconds"]}
                 report["rows"].append(row)
-                print(f"  {loop:<11} {mode:<6} {row['docs_per_s']:8.2f} docs/s {row['answer_tokens_per_s']:9.0f} tok/s"
+                print(f"  {variant:<16} {mode:<6} {row['docs_per_s']:8.2f} docs/s {row['answer_tokens_per_s']:9.0f} tok/s"
                       f"  slot efficiency {row['slot_efficiency']:.3f}  {row['peak_gib']:.1f} GiB", flush=True)
                 save(report, args.out)
             del looped

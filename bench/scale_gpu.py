@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks-in-flight", type=int, default=3,
                         help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
     parser.add_argument("--text-chars", type=int, default=80)
+    parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="the decode step as a CUDA graph")
     parser.add_argument("--logs", type=Path, help="copy the workers' logs here (they go with the run's temp folder)")
     args = parser.parse_args()
     if not set(args.answers) <= set(MODES):
@@ -79,7 +80,8 @@ def main() -> None:
         limit = max(lengths["warmup"] + [n for mode in args.answers for n in lengths[mode]])
         drawn = lengths.get("duie") or lengths["warmup"]
         report.update(precision=args.precision or ("4bit" if device != "cpu" else "fp32"),
-                      decode_loop=args.decode_loop, group=args.group, groups_per_gpu=args.groups_per_gpu,
+                      decode_loop=args.decode_loop, cuda_graphs=args.cuda_graphs == "on", group=args.group,
+                      groups_per_gpu=args.groups_per_gpu,
                       tasks_in_flight=args.tasks_in_flight, max_new_tokens=limit,
                       answer_tokens_mean=sum(drawn) / len(drawn), answer_tokens_max=max(drawn), rows=[])
         if "engine" in args.variants.split(","):
@@ -90,7 +92,7 @@ def main() -> None:
         values = {"base_model": base, "adapter": adapter, "precision": report["precision"],
                   "max_batch_size": args.group, "task_group_size": args.group, "max_input_tokens": 4096,
                   "max_new_tokens": limit, "min_new_tokens": 0, "decode_loop": args.decode_loop,
-                  "tasks_in_flight": args.tasks_in_flight}
+                  "cuda_graphs": report["cuda_graphs"], "tasks_in_flight": args.tasks_in_flight}
         for gpus in args.gpus if "fleet" in args.variants.split(",") else ():
             run_fleet(args, report, gpus, device, values, texts, lengths, forced, Path(tmp))
     print_table(report)
@@ -126,7 +128,7 @@ def engine_alone(args: argparse.Namespace, report: dict[str, Any], base: Path, a
     from bench.extract_gpu import make_engine
 
     engine = make_engine(base, adapter, device, report["precision"], args.group, report["max_new_tokens"]).with_config(
-        min_new_tokens=0, max_batch_tokens=None, decode_loop=args.decode_loop)
+        min_new_tokens=0, max_batch_tokens=None, decode_loop=args.decode_loop, cuda_graphs=report["cuda_graphs"])
     share = args.groups_per_gpu * args.group
     prompts = {run: [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(docs[:share])]
                for run, docs in texts.items()}  # (short documents: one window each)

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         "static_decode.py); continuous: one batch whose ended rows are refilled with the next prompts (worker/"
         "continuous_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
     )
+    cuda_graphs: bool = Field(
+        True, description="Record each decoding run's step as a CUDA graph and replay it (worker/cuda_graphs.py); "
+        "a model whose step cannot be recorded decodes eagerly. Off: always eager."
+    )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt; longer documents are read in windows.")
     max_document_tokens: int = Field(
         262_144, gt=0, description="A longer document fails alone (with this reason) instead of filling a batch."

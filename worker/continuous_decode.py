@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
+from worker.cuda_graphs import GraphedForward
 from worker.decoding import DecodeRequest, prefill, until_end
 from worker.static_decode import LENGTH_BUCKET, CachedDecoder
 
@@ -112,6 +113,8 @@ class ContinuousDecoder(CachedDecoder):
             yield from state.run()
         finally:
             self.last_slots = rows * state.steps  # rows x decode steps: what slot efficiency divides by
+            if state.forward is not None:
+                self.last_graph_recorded, self.last_graph_failure = state.forward.recorded, state.forward.failure
 
 
 
@@ -127,6 +130,7 @@ class _Rows:
         self.eos = torch.tensor(self.eos_ids, device=device)
         self.device = device
         self.cache: RowCache | None = None
+        self.forward: GraphedForward | None = None  # the step's forward, once the cache exists
         self.visible = torch.zeros(rows, 1, 1, self.length, dtype=torch.bool, device=device)
         self.visible[:, 0, 0, 0] = True  # a row never filled attends to one slot, not none (no NaN)
         self.token = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
@@ -161,9 +165,7 @@ class _Rows:
         cache = self.cache
         rows = cache.rows
         self.visible[rows, 0, 0, cache.write_at] |= self.active
-        logits = self.decoder._forward(input_ids=self.token, position_ids=self.position, attention_mask=self.visible,
-                                       use_cache=True, logits_to_keep=1,
-                                       **{self.decoder._keyword: cache}).logits[:, -1]
+        logits = self.forward()
         # an answer shorter than its minimum may not end yet (benchmarks force lengths this way)
         logits[:, self.eos] = torch.where((self.generated < self.min_new)[:, None], float("-inf"), logits[:, self.eos])
         chosen = torch.where(self.active, logits.argmax(-1), self.pad_id)
@@ -221,4 +223,6 @@ class _Rows:
     def _allocate(self, dtype: torch.dtype) -> RowCache:
         cache = self.decoder.cache_of_shape(RowCache, len(self.held), self.length, dtype, self.device)
         cache.write_at.zero_()  # a reused cache: rows not yet refilled write harmlessly at slot 0
+        # the cache position a model may ask for only shapes masks, and the mask here is given whole
+        self.forward = self.decoder.step_forward(self.token, self.position, self.visible, cache, cache.write_at[:1])
         return cache

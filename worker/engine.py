@@ -48,6 +48,7 @@ class EngineConfig:
     gpu_memory_budget_gib: float = 18.6
     prefill_chunk_tokens: int = 8192
     decode_loop: str = "auto"
+    cuda_graphs: bool = True
     max_input_tokens: int = 2048
     max_document_tokens: int = 262_144
     max_new_tokens: int = 512

@@ -27,7 +27,7 @@ from worker.decoding import DecodeRequest, Decoder, GenerateDecoder
 from worker.engine import EngineConfig, Finished
 from worker.loader import attach_adapter, check_model_folder, load_model, resolve_device, resolve_precision
 from worker.prompting import PromptBuilder
-from worker.static_decode import StaticDecoder
+from worker.static_decode import CachedDecoder, StaticDecoder
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,8 @@ class HuggingFaceEngine:
         decoder = self._decoders.get(loop)
         if decoder is None or decoder.model is not self.model:  # built again after an adapter is attached
             decoder = self._decoders[loop] = kind(self.model)
+        if isinstance(decoder, CachedDecoder):  # views of one engine (with_config) share the decoder
+            decoder.graphs = self.config.cuda_graphs
         return decoder
 
     def output(self, prompt: Prompt, tokens: list[int]) -> WindowOutput:

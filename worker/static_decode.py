@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import inspect
+
 import torch
 
+from worker.cuda_graphs import GraphedForward
 from worker.decoding import DecodeRequest, cache_keyword, prefill, prompt_positions, until_end
 
 # Host syncs (to stop once every row has ended) only every this many steps.
@@ -69,8 +72,25 @@ class CachedDecoder:
         # the base model's forward: peft's wrapper adds nothing to a step but Python overhead
         self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._keyword = cache_keyword(model)
+        # transformers before 5.2x derives a cache position from the cache's length (a host sync,
+        # which a CUDA graph cannot record) unless it is given one
+        self._takes_cache_position = "cache_position" in inspect.signature(self._forward.forward).parameters
         self._cache: Any = None
         self.last_slots = 0  # rows x decode steps of the last call: what slot efficiency divides by
+        self.graphs = False  # record each run's decode step as a CUDA graph (worker.cuda_graphs)
+        self.last_graph_recorded = False  # whether the last run's step was replayed from a CUDA graph
+        self.last_graph_failure: str | None = None  # why it was not, when recording failed
+
+    def step_forward(self, token: torch.Tensor, position: torch.Tensor, visible: torch.Tensor, cache: Any,
+                     cache_position: torch.Tensor) -> GraphedForward:
+        """One decode step's forward over these buffers, giving the last position's logits; the
+        buffers are updated in place between calls, so the step can be recorded once and replayed."""
+        extra = {"cache_position": cache_position} if self._takes_cache_position else {}
+
+        def forward() -> torch.Tensor:
+            return self._forward(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
+                                 logits_to_keep=1, **{self._keyword: cache}, **extra).logits[:, -1]
+        return GraphedForward(forward, enabled=self.graphs and token.is_cuda)
 
     def cache_of_shape(self, kind: Callable[..., Any], rows: int, length: int, dtype: torch.dtype,
                        device: torch.device) -> Any:
@@ -104,10 +124,10 @@ class StaticDecoder(CachedDecoder):
         out = torch.full((batch, request.max_new_tokens), request.pad_id, dtype=torch.long, device=device)
         forced = None if request.forced_lengths is None else torch.tensor(list(request.forced_lengths), device=device)
         steps = 0
+        forward = self.step_forward(token, position, visible, cache, cache.slot)
         for step in range(request.max_new_tokens):
             visible[:, 0, 0, width - 1 + step] = True
-            logits = self._forward(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
-                                   logits_to_keep=1, **{self._keyword: cache}).logits[:, -1]
+            logits = forward()
             if step < request.min_new_tokens:
                 logits = logits.clone()
                 logits[:, eos] = float("-inf")
@@ -125,11 +145,11 @@ class StaticDecoder(CachedDecoder):
             if steps % FINISHED_CHECK_EVERY == 0 and bool(finished.all()):
                 break
         self.last_slots = batch * steps  # rows x decode steps: what a slot-efficiency figure divides by
+        self.last_graph_recorded, self.last_graph_failure = forward.recorded, forward.failure
         rows = [until_end(row, request.eos_ids) for row in out[:, :steps].tolist()]
         if request.forced_lengths is not None:  # a forced row ends at its length, not padded to the batch's
             rows = [row[:forced_length] for row, forced_length in zip(rows, request.forced_lengths)]
         return rows
-
 
     def _prefilled(self, request: DecodeRequest, length: int) -> SlotCache:
         """The cache, holding every prompt token but the last, filled chunk by chunk by the one prefill."""
