@@ -8,6 +8,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_AUTOCHECKPOINT_PAGES = 65_536
+SQLITE_CACHE_KIB = 65_536
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -18,6 +20,20 @@ def _tune_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # A worker's group of ~3,000 triplets lands on a random page of each text index per row, so
+    # each commit writes thousands of pages to the WAL. At the default 1,000-page autocheckpoint
+    # every commit also checkpoints (an fsync of WAL and database); at 64 Ki pages (256 MiB) the
+    # checkpoint comes every few dozen groups and writes each page once however often the groups
+    # between rewrote it (raw inserts with the store's indexes, 1 M rows: 23.6 k -> 45.1 k rows/s;
+    # docs/benchmarks.md "Store at scale"). It is a per-connection setting: any writer that commits
+    # past the mark checkpoints, as before; the WAL file is cut back to journal_size_limit after.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={SQLITE_AUTOCHECKPOINT_PAGES * 4096}")
+    # The default 2 MiB page cache re-reads the indexes' inner pages through the OS on every insert
+    # and lookup once the store passes ~1 M triplets. The cache is per connection and filled lazily:
+    # a connection that only claims documents never takes the 64 MiB. (In WAL mode another
+    # writer's commit empties it, so concurrent writers lose nothing but the gain.)
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
         "message back and exits."
     )
     flower_basic_auth: SecretStr | None = Field(None, description="user:password for Flower.")
+    web_basic_auth: SecretStr | None = Field(
+        None, description="user:password for `triplets web`; required to serve it beyond loopback."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of workers and the CLI (`triplets worker --loglevel` overrides it)."
     )
@@ -135,7 +138,7 @@ class Settings(BaseSettings):
             raise ValueError("expected a sqlite:// or postgresql:// URL")
         return value
 
-    @field_validator("flower_basic_auth")
+    @field_validator("flower_basic_auth", "web_basic_auth")
     @classmethod
     def _check_auth(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.errors import NotFoundError
 from models.tables import FINISHED, Document, Job, Status, TripletRow, utcnow
-from models.triplet import Span, Triplet, locate
+from models import triplet_rows
+from models.triplet import Span, Triplet
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,8 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
     ids = sorted(outcome.document_id for outcome in outcomes)
     # Locking the documents (in id order, so two workers cannot deadlock) serialises two
     # deliveries of one document: the later replaces the earlier's rows instead of interleaving.
-    lock = select(Document.id).where(Document.id.in_(ids)).order_by(Document.id).with_for_update()
+    lock = (select(Document.id).where(triplet_rows.one_of(session, Document.id, ids))
+            .order_by(Document.id).with_for_update())
     if owner is not None:
         lock = lock.where(Document.owner == owner, Document.status == Status.running)
     held = set(session.scalars(lock))
@@ -132,16 +134,17 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
     if done:
         session.execute(
             delete(TripletRow).where(
-                TripletRow.document_id.in_([outcome.document_id for outcome in done]),
+                triplet_rows.one_of(session, TripletRow.document_id, [outcome.document_id for outcome in done]),
                 TripletRow.model == model,
                 TripletRow.adapter == adapter,
                 TripletRow.prompt_version == prompt_version,
             )
         )
-    rows = [row for outcome in done for row in _triplet_rows(outcome, model, adapter, prompt_version)]
-    if rows:
-        session.execute(insert(TripletRow), rows)
     now = utcnow()
+    rows = [row for outcome in done for row in triplet_rows.document_rows(
+        outcome.document_id, outcome.text, outcome.triplets, outcome.spans, model=model, adapter=adapter,
+        prompt_version=prompt_version, created_at=now)]
+    triplet_rows.insert_triplets(session, rows)
     session.execute(update(Document), [
         {"id": outcome.document_id, "finished_at": now, "status": Status.done, "error": None,
          "warning": outcome.warning, "raw_output": None, "rejected": list(outcome.rejected) or None}
@@ -151,33 +154,6 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
         for outcome in outcomes
     ])
     return Recorded(len(rows), fenced)
-
-
-def _triplet_rows(outcome: Outcome, model: str, adapter: str, prompt_version: str) -> list[dict]:
-    rows = []
-    seen: set[str] = set()
-    for index, triplet in enumerate(outcome.triplets):
-        fingerprint = _fingerprint(triplet, model, adapter, prompt_version)
-        if fingerprint in seen:
-            continue
-        seen.add(fingerprint)
-        if outcome.spans is not None:
-            subject_span, object_span = outcome.spans[index]
-        else:
-            subject_span, object_span = locate(outcome.text, triplet.subject), locate(outcome.text, triplet.object)
-        rows.append({
-            **triplet.as_dict(),
-            "document_id": outcome.document_id,
-            "subject_start": subject_span.start if subject_span else None,
-            "subject_end": subject_span.end if subject_span else None,
-            "object_start": object_span.start if object_span else None,
-            "object_end": object_span.end if object_span else None,
-            "model": model,
-            "adapter": adapter,
-            "prompt_version": prompt_version,
-            "fingerprint": fingerprint,
-        })
-    return rows
 
 
 def record_failure(session: Session, *, document_id: int, reason: str, raw_output: str | None = None) -> None:
@@ -244,31 +220,6 @@ def document_failures(session: Session, *, job_id: int, limit: int = 20) -> list
     )
 
 
-def query_triplets(
-    session: Session,
-    *,
-    subject: str | None = None,
-    predicate: str | None = None,
-    object: str | None = None,
-    job_id: int | None = None,
-    limit: int | None = 100,
-) -> list[tuple[TripletRow, str]]:
-    """Triplets matching every filter given, with their document's external id.
-
-    A filter containing ``%`` or ``_`` is a SQL LIKE pattern, otherwise an exact match.
-    """
-    statement: Select = select(TripletRow, Document.external_id).join(Document)
-    for column, value in ((TripletRow.subject, subject), (TripletRow.predicate, predicate), (TripletRow.object, object)):
-        if value is not None:
-            statement = statement.where(column.like(value) if ("%" in value or "_" in value) else column == value)
-    if job_id is not None:
-        statement = statement.where(Document.job_id == job_id)
-    statement = statement.order_by(TripletRow.id)
-    if limit is not None:
-        statement = statement.limit(limit)
-    return [(row, external_id) for row, external_id in session.execute(statement)]
-
-
 def _finish(
     session: Session,
     document_ids: Sequence[int],
@@ -283,11 +234,6 @@ def _finish(
         .where(Document.id.in_(document_ids))
         .values(status=status, error=error, raw_output=raw_output, rejected=rejected, finished_at=utcnow())
     )
-
-
-def _fingerprint(triplet: Triplet, model: str, adapter: str, prompt_version: str) -> str:
-    parts = (*triplet.key, model, adapter, prompt_version)
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
 def _aware(moment: datetime) -> datetime:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from producer.cli_training import adapters_app, evaluate, train_app
+from producer.export_commands import export
 
 if TYPE_CHECKING:
     from models.settings import Settings
@@ -87,21 +88,57 @@ def status(
 
 @app.command()
 def query(
-    subject: Annotated[Optional[str], typer.Option(help="Exact subject, or a LIKE pattern with % or _.")] = None,
-    predicate: Annotated[Optional[str], typer.Option(help="Exact predicate, or a LIKE pattern.")] = None,
-    object: Annotated[Optional[str], typer.Option("--object", help="Exact object, or a LIKE pattern.")] = None,
+    subject: Annotated[Optional[str], typer.Option(help="Subject (exact, or a substring with --contains).")] = None,
+    subject_type: Annotated[Optional[str], typer.Option(help="Subject type.")] = None,
+    predicate: Annotated[Optional[str], typer.Option(help="Predicate.")] = None,
+    object: Annotated[Optional[str], typer.Option("--object", help="Object.")] = None,
+    object_type: Annotated[Optional[str], typer.Option(help="Object type.")] = None,
     job: Annotated[Optional[int], typer.Option(help="Only triplets of this job.")] = None,
-    limit: Annotated[int, typer.Option(min=0, help="At most this many rows; 0 for all.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    document: Annotated[Optional[str], typer.Option(help="Only this document (external id: FILE:LINE).")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="Only triplets of this adapter.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only triplets of this base model.")] = None,
+    contains: Annotated[bool, typer.Option("--contains", help="Match substrings (% and _ are literal).")] = False,
+    distinct: Annotated[bool, typer.Option("--distinct", help="One row per distinct triplet, with counts.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many rows; 0 for all.")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many rows first.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document: total, items.")] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print one JSON record per line.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV, header first.")] = False,
 ) -> None:
-    """Search the stored triplets."""
-    from producer.commands import run_query
+    """Search the stored triplets (docs/knowledge-graph.md)."""
+    from models.triplet_query import TripletFilter
+    from producer.query_commands import output_format, run_query
 
-    run_query(
-        subject=subject, predicate=predicate, object=object, job=job, limit=limit or None,
-        output="json" if as_json else "csv" if as_csv else "table",
-    )
+    output = output_format(json=as_json, jsonl=as_jsonl, csv=as_csv)
+    flt = TripletFilter(subject=subject, subject_type=subject_type, predicate=predicate, object=object,
+                        object_type=object_type, job_id=job, document=document, adapter=adapter, model=model,
+                        contains=contains)
+    run_query(flt, distinct=distinct, limit=limit, offset=offset, output=output)
+
+
+@app.command()
+def stats(
+    job: Annotated[Optional[int], typer.Option(help="Only this job.")] = None,
+    top: Annotated[int, typer.Option(help="How many predicates and entities to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Triplets, documents, the commonest predicates and entities, jobs, and parse/warning/grounding rates."""
+    from producer.query_commands import run_stats
+
+    run_stats(job_id=job, top=top, as_json=as_json)
+
+
+@app.command()
+def neighbors(
+    entity: Annotated[str, typer.Argument(help="An entity as stored, subject or object.")],
+    depth: Annotated[int, typer.Option(help="Hops to follow.")] = 1,
+    limit: Annotated[int, typer.Option(help="At most this many edges.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The distinct triplets around an entity, hop by hop."""
+    from producer.query_commands import run_neighbors
+
+    run_neighbors(entity, depth=depth, limit=limit, as_json=as_json)
 
 
 @app.command()
@@ -174,6 +211,18 @@ def monitor(
 
 
 @app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback only with TRIPLETS_WEB_BASIC_AUTH.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = 8080,
+) -> None:
+    """Serve the read-only web view: jobs, triplet search, documents, entities, a JSON API (docs/web.md)."""
+    from producer.web.serve import run_web
+
+    run_web(host=host, port=port)
+
+
+@app.command()
 def demo() -> None:
     """Run the whole path on embedded defaults: local Redis, SQLite, a model built offline."""
     from producer.demo import run_demo
@@ -182,6 +231,7 @@ def demo() -> None:
 
 
 app.command("eval")(evaluate)
+app.command("export")(export)
 
 
 @db_app.command("upgrade")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import os
@@ -19,7 +18,7 @@ from models.db import make_session_factory
 from models.errors import BrokerUnavailableError, ConfigError, InputError
 from models.migrate import require_head
 from models.settings import get_settings
-from models.tables import Status, TripletRow
+from models.tables import Status
 from producer.progress import progress_bar
 from producer.submit import SubmitReport
 
@@ -133,44 +132,6 @@ def print_status(state: store.JobProgress) -> None:
     eta = f"{state.eta_seconds:.0f} s" if state.eta_seconds is not None and state.unfinished else "–"
     table.add_row(*(str(state.counts[s.value]) for s in Status), str(state.warnings), rate, eta)
     console.print(table)
-
-
-def run_query(
-    *, subject: str | None, predicate: str | None, object: str | None, job: int | None, limit: int | None, output: str
-) -> None:
-    settings = get_settings()
-    require_head(settings.database_url)
-    with make_session_factory(settings.database_url)() as session:
-        rows = store.query_triplets(
-            session, subject=subject, predicate=predicate, object=object, job_id=job, limit=limit
-        )
-    records = [
-        {**row_fields(row), "document": external_id, "model": row.model, "adapter": row.adapter}
-        for row, external_id in rows
-    ]
-    if output == "json":
-        for record in records:
-            print(json.dumps(record, ensure_ascii=False))
-    elif output == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(records[0]) if records else ["subject"])
-        writer.writeheader()
-        writer.writerows(records)
-    else:
-        table = Table()
-        for column in ("subject", "subject_type", "predicate", "object", "object_type", "document"):
-            table.add_column(column)
-        for record in records:
-            table.add_row(*(str(record[c]) for c in ("subject", "subject_type", "predicate", "object", "object_type", "document")))
-        console.print(table)
-        console.print(f"{len(records)} triplets")
-
-
-def row_fields(row: TripletRow) -> dict[str, object]:
-    return {
-        "subject": row.subject, "subject_type": row.subject_type, "predicate": row.predicate,
-        "object": row.object, "object_type": row.object_type,
-        "subject_start": row.subject_start, "object_start": row.object_start,
-    }
 
 
 def run_worker(*, device: str, gpus: str, queue: str, name: str, loglevel: str) -> int:

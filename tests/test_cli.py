@@ -84,7 +84,7 @@ def test_query_limit_zero_is_all_rows(database_url: str, broker_url: str, tmp_pa
         (doc_id,) = store.add_documents(session, job_id=job.id, documents=[store.NewDocument(text, "d")])
         store.record_outcomes(session, [store.Outcome(doc_id, text, triplets)], model="m", adapter="", prompt_version="v1")
     env = worker_env(broker_url=broker_url, database_url=database_url)
-    result = subprocess.run([sys.executable, "-m", "producer", "query", "--json", "--limit", limit], env=env,
+    result = subprocess.run([sys.executable, "-m", "producer", "query", "--jsonl", "--limit", limit], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == rows

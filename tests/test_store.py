@@ -9,6 +9,7 @@ from models import claims, store
 from models.migrate import current_revision, head_revision
 from models.tables import Document, Status, TripletRow
 from models.triplet import Triplet
+from models.triplet_query import TripletFilter, find_triplets
 
 TEXT = "《娘家的故事第二部》是张玲执导，林在培、何赛飞等主演的电视剧"
 DIRECTOR = Triplet("娘家的故事第二部", "导演", "张玲", "影视作品", "人物")
@@ -98,16 +99,21 @@ def test_progress_rate_and_eta(sessions: sessionmaker[Session]) -> None:
     assert progress.eta_seconds is not None and progress.eta_seconds > 0
 
 
-def test_query_filters_exact_and_like(sessions: sessionmaker[Session]) -> None:
+def test_query_filters_exact_and_contains(sessions: sessionmaker[Session]) -> None:
     job_id, (doc_id,) = _job_with(sessions, TEXT)
     with sessions.begin() as session:
         _record(session, doc_id, TEXT, [DIRECTOR, ACTOR])
     with sessions() as session:
-        assert len(store.query_triplets(session, predicate="导演")) == 1
-        assert len(store.query_triplets(session, subject="娘家%")) == 2
-        assert store.query_triplets(session, object="张") == []
-        assert len(store.query_triplets(session, job_id=job_id, limit=1)) == 1
-        assert store.query_triplets(session, job_id=job_id + 1) == []
+        def found(limit: int | None = 100, **filters: object) -> tuple[list[str], int]:
+            page = find_triplets(session, TripletFilter(**filters), limit=limit)  # type: ignore[arg-type]
+            return [record.object for record in page.items], page.total
+
+        assert found(predicate="导演") == (["张玲"], 1)
+        assert found(subject="娘家", contains=True) == (["张玲", "林在培"], 2)
+        assert found(subject="娘家%") == ([], 0)  # % is literal, never a pattern
+        assert found(object="张") == ([], 0)
+        assert found(job_id=job_id, limit=1) == (["张玲"], 2)
+        assert found(job_id=job_id + 1) == ([], 0)
         assert session.scalar(select(func.count()).select_from(TripletRow)) == 2
 
 

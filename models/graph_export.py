@@ -1,0 +1,65 @@
+"""Database-side streams for graph exports that the shared read interface (``triplet_query``) lacks.
+
+An export reads the whole store, for seconds or minutes: it gets sessions of its own that never
+hold SQLite's write lock, and its entity list is deduplicated and sorted by the database and read
+through one cursor, so the exporting process holds one batch at a time whatever the store's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Select, create_engine, select, union
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import SQLITE_BUSY_TIMEOUT_MS, make_session_factory
+from models.tables import Document, TripletRow
+from models.triplet_query import STREAM_BATCH, TripletFilter, apply_filter
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A subject or object of at least one matching triplet, with one type it was given."""
+
+    name: str
+    type: str  # "" where the extractor gave none; a name given two types is two entities
+
+
+def read_sessions(url: str) -> sessionmaker[Session]:
+    """Sessions for a long read-only scan of the store at ``url``.
+
+    The store's own SQLite sessions start with BEGIN IMMEDIATE (a writer lock, so two writers queue
+    instead of deadlocking): an export in one of those would stall every worker's writes until it
+    ended. Here pysqlite's default applies: a SELECT opens no transaction, and in WAL mode a reader
+    never blocks a writer. PostgreSQL readers never block writers anyway.
+    """
+    if not url.startswith("sqlite"):
+        return make_session_factory(url)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _entities(flt: TripletFilter) -> Select:
+    def side(name, kind) -> Select:  # type: ignore[no-untyped-def]
+        statement = select(name.label("name"), kind.label("type"))
+        return apply_filter(statement.join(Document, TripletRow.document_id == Document.id), flt)
+
+    both = union(side(TripletRow.subject, TripletRow.subject_type), side(TripletRow.object, TripletRow.object_type))
+    pairs = both.subquery()
+    # Sorted by name: the N-Triples writer labels a name once by comparing it with the previous one.
+    return select(pairs.c.name, pairs.c.type).order_by(pairs.c.name, pairs.c.type)
+
+
+def iter_entities(session: Session, flt: TripletFilter, *, batch: int = STREAM_BATCH) -> Iterator[Entity]:
+    """Every distinct (name, type) among the subjects and objects of triplets matching ``flt``, by name.
+
+    UNION makes the database deduplicate (a sort or hash it may spill to disk); one query read
+    through a server-side cursor (psycopg) or SQLite's lazy cursor, ``batch`` rows at a time.
+    """
+    result = session.execute(_entities(flt), execution_options={"yield_per": batch})
+    try:
+        for name, kind in result:
+            yield Entity(name, kind)
+    finally:
+        result.close()  # a reader that stops early releases the cursor

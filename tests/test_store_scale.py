@@ -1,0 +1,154 @@
+"""The store at scale: migration 0005's indexes, the batched triplet insert, the store benchmark's smoke run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from devkit.services import port_open
+from models import claims, store, triplet_rows
+from models.db import get_engine
+from models.migrate import alembic_config, upgrade
+from models.tables import Base, TripletRow
+from models.triplet import Span, Triplet
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTRACTOR = {"model": "tiny-glm", "adapter": "lora-1", "prompt_version": "v1"}
+TEXT = "《娘家的故事第二部》是张玲执导，林在培、何赛飞等主演的电视剧"
+DIRECTOR = Triplet("娘家的故事第二部", "导演", "张玲", "影视作品", "人物")
+ACTOR = Triplet("娘家的故事第二部", "主演", "林在培", "影视作品", "人物")
+NOT_IN_TEXT = Triplet("某剧", "主演", "某人")
+
+
+def _indexes(url: str, table: str) -> dict[str, list[str]]:
+    return {ix["name"]: ix["column_names"] for ix in inspect(get_engine(url)).get_indexes(table)}
+
+
+def test_migrated_indexes_are_the_tables_indexes(database_url: str) -> None:
+    triplets, documents = _indexes(database_url, "triplets"), _indexes(database_url, "documents")
+    assert triplets["ix_triplets_subject"] == ["subject"]
+    assert triplets["ix_triplets_object_predicate"] == ["object", "predicate"]
+    assert triplets["ix_triplets_predicate"] == ["predicate"]
+    assert "ix_triplets_object" not in triplets  # (object, predicate) serves object lookups alone too
+    assert documents["ix_documents_external_id"] == ["external_id"]
+    for table, found in (("triplets", triplets), ("documents", documents)):
+        declared = {ix.name for ix in Base.metadata.tables[table].indexes}
+        # PostgreSQL reports the unique constraint's index as well: compare only the plain ones.
+        assert {name for name in found if name.startswith("ix_")} == declared
+
+
+def test_migration_0005_downgrades_to_the_object_index_and_back(database_url: str) -> None:
+    command.downgrade(alembic_config(database_url), "0004")
+    triplets = _indexes(database_url, "triplets")
+    assert triplets["ix_triplets_object"] == ["object"]
+    assert "ix_triplets_object_predicate" not in triplets
+    assert "ix_documents_external_id" not in _indexes(database_url, "documents")
+    upgrade(database_url)
+    assert "ix_triplets_object_predicate" in _indexes(database_url, "triplets")
+
+
+def _documents(sessions: sessionmaker[Session], *texts: str) -> list[int]:
+    with sessions.begin() as session:
+        job = store.create_job(session, name="scale")
+        return store.add_documents(session, job_id=job.id,
+                                   documents=[store.NewDocument(t, f"d{i}") for i, t in enumerate(texts)])
+
+
+def _stored(sessions: sessionmaker[Session]) -> list[tuple]:
+    with sessions() as session:
+        rows = session.scalars(select(TripletRow).order_by(TripletRow.id)).all()
+    assert all(row.created_at is not None for row in rows)
+    return [(r.document_id, r.subject, r.subject_type, r.predicate, r.object, r.object_type, r.subject_start,
+             r.subject_end, r.object_start, r.object_end, r.model, r.adapter, r.prompt_version, r.fingerprint)
+            for r in rows]
+
+
+def _fingerprint(triplet: Triplet) -> str:
+    parts = (*triplet.key, EXTRACTOR["model"], EXTRACTOR["adapter"], EXTRACTOR["prompt_version"])
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def test_batched_insert_writes_exactly_the_promised_rows(sessions: sessionmaker[Session]) -> None:
+    first, second, failed = _documents(sessions, TEXT, "另一篇" + TEXT, "坏")
+    spans = [(Span(0, 2), Span(5, 7)), (None, None)]
+    outcomes = [
+        store.Outcome(first, TEXT, [DIRECTOR, ACTOR, DIRECTOR, NOT_IN_TEXT]),  # a repeat is stored once
+        store.Outcome(second, "另一篇" + TEXT, [DIRECTOR, ACTOR], spans),  # the engine's offsets win
+        store.Outcome(failed, "坏", error="unparseable output"),
+    ]
+    m, a, v = EXTRACTOR.values()
+    expected = [
+        (first, *DIRECTOR.as_dict().values(), 1, 9, 11, 13, m, a, v, _fingerprint(DIRECTOR)),
+        (first, *ACTOR.as_dict().values(), 1, 9, 16, 19, m, a, v, _fingerprint(ACTOR)),
+        (first, "某剧", "", "主演", "某人", "", None, None, None, None, m, a, v, _fingerprint(NOT_IN_TEXT)),
+        (second, *DIRECTOR.as_dict().values(), 0, 2, 5, 7, m, a, v, _fingerprint(DIRECTOR)),
+        (second, *ACTOR.as_dict().values(), None, None, None, None, m, a, v, _fingerprint(ACTOR)),
+    ]
+    for _ in range(2):  # delivered twice: the second replaces the first's rows
+        with sessions.begin() as session:
+            assert store.record_outcomes(session, outcomes, **EXTRACTOR).triplets == 5
+        assert _stored(sessions) == expected
+
+
+def test_batched_insert_leaves_rows_of_documents_no_longer_held(sessions: sessionmaker[Session]) -> None:
+    held, lost = _documents(sessions, TEXT, "另一篇" + TEXT)
+    with sessions.begin() as session:
+        store.record_outcomes(session, [store.Outcome(lost, "另一篇" + TEXT, [ACTOR])], **EXTRACTOR)
+    with sessions.begin() as session:
+        claims.claim_documents(session, document_ids=[held], owner="w1", lease_seconds=60, max_attempts=3)
+    with sessions.begin() as session:
+        recorded = store.record_outcomes(session, [store.Outcome(held, TEXT, [DIRECTOR]),
+                                                   store.Outcome(lost, "另一篇" + TEXT, [DIRECTOR])],
+                                         owner="w1", **EXTRACTOR)
+    assert (recorded.triplets, recorded.fenced) == (1, (lost,))
+    assert [(row[0], row[3]) for row in _stored(sessions)] == [(lost, "主演"), (held, "导演")]
+
+
+def test_a_row_the_database_refuses_raises_a_sqlalchemy_error(sessions: sessionmaker[Session]) -> None:
+    """The worker stores a refused group one outcome at a time: it catches SQLAlchemy's errors, COPY's too."""
+    (doc,) = _documents(sessions, TEXT)
+    nul = Triplet("张\x00玲", "导演", "某剧")
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            assert store.record_outcomes(session, [store.Outcome(doc, TEXT, [nul])], **EXTRACTOR).triplets == 1
+            return
+    with pytest.raises(DBAPIError, match="NUL"), sessions.begin() as session:
+        store.record_outcomes(session, [store.Outcome(doc, TEXT, [nul])], **EXTRACTOR)
+    assert _stored(sessions) == []
+
+
+def test_insert_triplets_of_nothing_touches_nothing(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        assert triplet_rows.insert_triplets(session, []) == 0
+    assert _stored(sessions) == []
+
+
+def test_store_benchmark_runs_on_both_stores(tmp_path: Path) -> None:
+    if not port_open("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store.py"), "--triplets", "4000", "--group", "64", "--lookups", "5",
+         "--store", "both", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kind in ("sqlite", "postgres"):
+        rows = json.loads((tmp_path / f"store_{kind}.json").read_text())["rows"]
+        values = {row["metric"]: row["value"] for row in rows}
+        assert all(row["store"] == kind and row["triplets"] >= 4000 and row["machine"] for row in rows)
+        assert values["insert triplets/s (record_outcomes)"] > 0
+        assert values["insert triplets/s, last 10 %"] > 0
+        for name in ("subject lookup (typical entity)", "predicate+object lookup",
+                     "neighbours depth 2 (typical entity)", "distinct page, one subject"):
+            assert 0 < values[f"{name} p50 ms"] <= values[f"{name} p95 ms"]
+        assert values["store size GB"] >= 0
+    assert "subject lookup (typical entity) p95 ms" in result.stdout
