@@ -24,7 +24,8 @@ from models.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
-ENV = {"POSTGRES_PASSWORD": "pg-secret", "FLOWER_BASIC_AUTH": "admin:flower-secret", "MODELS_DIR": "/srv/models"}
+ENV = {"POSTGRES_PASSWORD": "pg-secret", "FLOWER_BASIC_AUTH": "admin:flower-secret", "WEB_BASIC_AUTH": "admin:web-secret",
+       "MODELS_DIR": "/srv/models"}
 # $$ (a literal $), ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, $NAME
 _VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
                        r"|(?P<plain>[A-Za-z_]\w*))")
@@ -109,7 +110,7 @@ def test_schema_catches_a_malformed_file(compose: dict[str, Any]) -> None:
     assert list(jsonschema.Draft7Validator(schema).iter_errors(broken))
 
 
-@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "MODELS_DIR"])
+@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "WEB_BASIC_AUTH", "MODELS_DIR"])
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
 def test_required_secrets_and_paths_stop_compose(variable: str, value: str | None) -> None:
     env = {k: v for k, v in ENV.items() if k != variable} | ({} if value is None else {variable: value})
@@ -167,7 +168,7 @@ def test_train_worker_consumes_train_and_writes_the_shared_registry(compose: dic
 
 def test_restart_policies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in [*workers(compose), "flower", "redis", "postgres"]:
+    for name in [*workers(compose), "flower", "web", "redis", "postgres"]:
         assert services[name]["restart"] == "unless-stopped", name
     assert services["migrate"].get("restart", "no") == "no"
     assert "healthcheck" in services["redis"] and "healthcheck" in services["postgres"]
@@ -190,6 +191,24 @@ def test_flower_requires_auth_and_listens_on_loopback(compose: dict[str, Any]) -
     assert all(port.startswith("127.0.0.1:") for port in flower["ports"])
     with pytest.raises(ConfigError, match="TRIPLETS_FLOWER_BASIC_AUTH"):
         load_settings(flower_basic_auth="admin:")
+
+
+def test_web_view_requires_auth_listens_on_loopback_and_starts_with_its_settings(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from producer.web.serve import check
+
+    web = compose["services"]["web"]
+    assert web["command"][:3] == ["web", "--host", "0.0.0.0"]  # refused by `triplets web` without auth
+    assert web["build"]["args"]["EXTRAS"] == "web"
+    assert all(port.startswith("127.0.0.1:") for port in web["ports"])
+    assert web["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    for key in [k for k in os.environ if k.startswith("TRIPLETS_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment(web).items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.web_basic_auth.get_secret_value() == "admin:web-secret"
+    check(settings, host=web["command"][2])  # the container's bind passes the command's own check
 
 
 def test_dockerfile_runs_as_triplets_and_owns_the_registry() -> None:
