@@ -64,11 +64,11 @@ def test_corpus_to_queryable_triplets(tmp_path: Path, broker_url: str, database_
     gold = {(text, t.subject, t.predicate, t.object) for text, triplets in load_demo_examples() for t in triplets}
     assert stored == gold
 
-    queried = triplets_cli(env, "query", "--limit", "0", "--json", cwd=tmp_path)
+    queried = triplets_cli(env, "query", "--limit", "0", "--jsonl", cwd=tmp_path)
     assert queried.returncode == 0, queried.stderr
     records = [json.loads(line) for line in queried.stdout.splitlines()]
     assert len(records) == stored_count == len(gold)
-    directors = triplets_cli(env, "query", "--predicate", "导演", "--json", cwd=tmp_path)
+    directors = triplets_cli(env, "query", "--predicate", "导演", "--jsonl", cwd=tmp_path)
     assert {json.loads(line)["object"] for line in directors.stdout.splitlines()} == {"张玲", "张艺谋"}
 
     status = triplets_cli(env, "status", "--json", cwd=tmp_path)

@@ -29,7 +29,7 @@ def test_query_filters_are_bound_parameters(sessions: sessionmaker[Session], dat
     env = worker_env(database_url=database_url)
 
     def query(*args: str) -> list[dict]:
-        result = triplets(env, "query", "--json", "--limit", "0", *args, cwd=tmp_path)
+        result = triplets(env, "query", "--jsonl", "--limit", "0", *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in result.stdout.splitlines()]
 

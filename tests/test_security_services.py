@@ -139,7 +139,7 @@ def test_worker_round_trip_through_a_password_protected_broker(tmp_path: Path, d
                          schema_path=demo_schema_path(), max_new_tokens=256)
         with local_worker(env, tmp_path / "worker.log"):
             submitted = triplets(env, "submit", str(corpus), "--wait", cwd=tmp_path, timeout=300)
-        queried = triplets(env, "query", "--json", "--limit", "0", cwd=tmp_path)
+        queried = triplets(env, "query", "--jsonl", "--limit", "0", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert queried.stdout.strip(), "no triplets came back through the worker"
     for output in (submitted.stdout, submitted.stderr, queried.stdout, (tmp_path / "worker.log").read_text()):
