@@ -43,8 +43,17 @@ class TripletFilter:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
+class _Fields:
+    """A record's fields as a dict, for JSON and CSV writers."""
+
+    __slots__ = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
-class TripletRecord:
+class TripletRecord(_Fields):
     """One stored triplet with where it came from."""
 
     id: int
@@ -63,12 +72,9 @@ class TripletRecord:
     model: str
     adapter: str
 
-    def as_dict(self) -> dict[str, object]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
-
 
 @dataclass(frozen=True, slots=True)
-class DistinctTriplet:
+class DistinctTriplet(_Fields):
     """One (subject, types, predicate, object) across every document and job that produced it."""
 
     subject: str
@@ -81,12 +87,9 @@ class DistinctTriplet:
     jobs: int  # distinct jobs
     first_document_id: int  # provenance: the lowest document id that produced it
 
-    def as_dict(self) -> dict[str, object]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
-
 
 @dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(_Fields):
     """A distinct triplet found ``hop`` steps from the entity a neighbourhood was asked for."""
 
     hop: int
@@ -96,9 +99,6 @@ class Edge:
     object: str
     object_type: str
     count: int  # stored rows
-
-    def as_dict(self) -> dict[str, object]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
