@@ -61,3 +61,17 @@ def get_engine(url: str) -> Engine:
 
 def make_session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
+def read_sessions(url: str) -> sessionmaker[Session]:
+    """Sessions for reading only: an export's long scan, the web view's polls.
+
+    The store's own SQLite sessions start with BEGIN IMMEDIATE (a writer lock, so two writers queue
+    instead of deadlocking): a long read in one of those would stall every worker's writes until it
+    ended. Here pysqlite's default applies: a SELECT opens no transaction, and in WAL mode a reader
+    never blocks a writer. PostgreSQL readers never block writers anyway.
+    """
+    if not url.startswith("sqlite"):
+        return make_session_factory(url)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    return sessionmaker(engine, expire_on_commit=False)

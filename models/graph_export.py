@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Select, create_engine, select, union
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Select, select, union
+from sqlalchemy.orm import Session
 
-from models.db import SQLITE_BUSY_TIMEOUT_MS, make_session_factory
 from models.tables import Document, TripletRow
 from models.triplet_query import STREAM_BATCH, TripletFilter, apply_filter
 
@@ -24,20 +23,6 @@ class Entity:
 
     name: str
     type: str  # "" where the extractor gave none; a name given two types is two entities
-
-
-def read_sessions(url: str) -> sessionmaker[Session]:
-    """Sessions for a long read-only scan of the store at ``url``.
-
-    The store's own SQLite sessions start with BEGIN IMMEDIATE (a writer lock, so two writers queue
-    instead of deadlocking): an export in one of those would stall every worker's writes until it
-    ended. Here pysqlite's default applies: a SELECT opens no transaction, and in WAL mode a reader
-    never blocks a writer. PostgreSQL readers never block writers anyway.
-    """
-    if not url.startswith("sqlite"):
-        return make_session_factory(url)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 def _entities(flt: TripletFilter) -> Select:

@@ -39,7 +39,7 @@ def export(
 
 def run_export(*, format: str, job: int | None, distinct: bool, output: Path | None, base_iri: str | None) -> None:
     from models.errors import InputError
-    from models.graph_export import read_sessions
+    from models.db import read_sessions
     from models.migrate import require_head
     from models.settings import get_settings
     from models.store import get_job

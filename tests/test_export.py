@@ -17,7 +17,8 @@ import rdflib
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.graph_export import Entity, iter_entities, read_sessions
+from models.db import read_sessions
+from models.graph_export import Entity, iter_entities
 from models.migrate import upgrade
 from models.tables import Document, Job, Status, TripletRow
 from models.triplet_query import TripletFilter, find_distinct, find_triplets, iter_triplets

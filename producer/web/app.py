@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 
-from models.db import make_session_factory
+from models.db import read_sessions
 from models.errors import InputError, NotFoundError
 from models.settings import Settings
 from producer.web.guard import BasicAuth, ReadOnly
@@ -28,7 +28,8 @@ def create_app(settings: Settings) -> FastAPI:
     # they are off. The schema itself is served at /openapi.json.
     app = FastAPI(title="triplet-queue", summary="Read-only view of the triplet store.", docs_url=None,
                   redoc_url=None, openapi_url="/openapi.json")
-    app.state.sessions = make_session_factory(settings.database_url)
+    # readers that never take SQLite's write lock: the jobs page polls while workers write
+    app.state.sessions = read_sessions(settings.database_url)
     app.state.templates = templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(api.router)
