@@ -11,6 +11,9 @@ from models.schema import PredicateSchema
 from models.triplet import Span, Triplet, locate
 from models.validate import Rejection, check_triplets
 
+# how a failed document's error starts when its output could not be parsed (read by models/graph_stats.py)
+UNPARSEABLE = "unparseable output"
+
 
 @dataclass(frozen=True, slots=True)
 class Extraction:
@@ -59,7 +62,7 @@ def assemble(outputs: Sequence[WindowOutput], schema: PredicateSchema, *, max_ne
             try:
                 checked = check_triplets(parse_triplets(output.raw), output.text, schema)
             except ParseError as exc:
-                reason = f"unparseable output: {exc.reason}"
+                reason = f"{UNPARSEABLE}: {exc.reason}"
                 if output.truncated:
                     reason += f" (generation hit TRIPLETS_MAX_NEW_TOKENS={max_new_tokens})"
             else:

@@ -14,11 +14,11 @@ from sqlalchemy import Select, Subquery, func, select, union_all
 from sqlalchemy.orm import Session
 
 from models import store
+from models.extraction import UNPARSEABLE
 from models.tables import Document, Job, Status, TripletRow
 from models.triplet_query import TripletFilter, apply_filter, find_distinct
+from models.validate import NOT_IN_TEXT
 
-PARSE_FAILURE = "unparseable output"
-UNGROUNDED = "not in the text"
 REJECTED_BATCH = 1_000  # documents whose rejected lists are read at once
 
 
@@ -103,7 +103,7 @@ def _document_counts(session: Session, job_id: int | None) -> tuple[int, int, in
     statement = select(
         func.count().filter(is_done), func.count().filter(is_failed),
         func.count(Document.warning).filter(is_done),
-        func.count().filter(is_failed, Document.error.contains(PARSE_FAILURE, autoescape=True)),
+        func.count().filter(is_failed, Document.error.contains(UNPARSEABLE, autoescape=True)),
     )
     if job_id is not None:
         statement = statement.where(Document.job_id == job_id)
@@ -151,7 +151,7 @@ def _rejections(session: Session, job_id: int | None) -> tuple[int, int]:
         for _, reasons in rows:
             for item in reasons or ():
                 rejected += 1
-                ungrounded += str(item.get("reason", "")).endswith(UNGROUNDED)
+                ungrounded += str(item.get("reason", "")).endswith(NOT_IN_TEXT)
         if len(rows) < REJECTED_BATCH:
             return rejected, ungrounded
         after = rows[-1][0]

@@ -14,6 +14,8 @@ from models.schema import PredicateSchema
 from models.triplet import Triplet
 
 _BOOK_TITLE = "《》"
+# the end of a rejection reason for a subject or object absent from the text (read by models/graph_stats.py)
+NOT_IN_TEXT = "not in the text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +49,9 @@ def check_triplets(triplets: Iterable[Triplet], text: str, schema: PredicateSche
         if relation is None:
             checked.rejected.append(Rejection(triplet, f"predicate {triplet.predicate!r} not in schema {schema.name}"))
         elif subject is None:
-            checked.rejected.append(Rejection(triplet, f"subject {triplet.subject!r} not in the text"))
+            checked.rejected.append(Rejection(triplet, f"subject {triplet.subject!r} {NOT_IN_TEXT}"))
         elif obj is None:
-            checked.rejected.append(Rejection(triplet, f"object {triplet.object!r} not in the text"))
+            checked.rejected.append(Rejection(triplet, f"object {triplet.object!r} {NOT_IN_TEXT}"))
         else:
             checked.accepted.append(
                 replace(
