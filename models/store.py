@@ -199,14 +199,22 @@ def job_progress(session: Session, *, job_id: int) -> JobProgress:
                func.count(Document.warning).filter(Document.status == Status.done))
         .where(Document.job_id == job_id)
     ).one()
-    finished = counts[Status.done.value] + counts[Status.failed.value]
-    rate = eta = None
-    if finished and first_start and last_finish:
-        elapsed = (_aware(last_finish) - _aware(first_start)).total_seconds()
-        if elapsed > 0:
-            rate = finished / elapsed
-            eta = (counts[Status.pending.value] + counts[Status.running.value]) / rate
+    rate, eta = rate_and_eta(counts, first_start, last_finish)
     return JobProgress(job.id, job.name, counts, rate, eta, warnings)
+
+
+def rate_and_eta(counts: dict[str, int], first_start: datetime | None,
+                 last_finish: datetime | None) -> tuple[float | None, float | None]:
+    """Documents finished per second from the first start to the last finish, and the seconds the
+    unfinished ones need at that rate; (None, None) before anything finished."""
+    finished = counts[Status.done.value] + counts[Status.failed.value]
+    if not (finished and first_start and last_finish):
+        return None, None
+    elapsed = (_aware(last_finish) - _aware(first_start)).total_seconds()
+    if elapsed <= 0:
+        return None, None
+    rate = finished / elapsed
+    return rate, (counts[Status.pending.value] + counts[Status.running.value]) / rate
 
 
 def document_failures(session: Session, *, job_id: int, limit: int = 20) -> list[Document]:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from models.errors import InputError, NotFoundError
 from models.recovery import job_summaries
+from models.store import rate_and_eta
 from models.tables import Document, Status
 from models.triplet_query import TripletFilter, find_triplets, neighbors
 from producer.web.highlight import segments, spans_of
@@ -31,8 +32,8 @@ def _iso(moment: datetime | None) -> str | None:
 def jobs(session: Session, *, job_id: int | None = None) -> list[dict]:
     """Every job (newest first) with documents per status, docs/s and ETA, in two grouped queries.
 
-    The rate is models.store.job_progress's: finished documents over the span from the first
-    start to the last finish; computed here for all jobs at once, as the jobs page polls it.
+    The rate is models.store.job_progress's (``rate_and_eta``), computed here for all jobs at once,
+    as the jobs page polls it.
     """
     spans = {
         row[0]: (row[1], row[2]) for row in session.execute(
@@ -47,11 +48,7 @@ def jobs(session: Session, *, job_id: int | None = None) -> list[dict]:
         counts = summary.counts
         finished = counts[Status.done.value] + counts[Status.failed.value]
         unfinished = counts[Status.pending.value] + counts[Status.running.value]
-        first, last = (_aware(moment) for moment in spans.get(summary.id, (None, None)))
-        rate = eta = None
-        if finished and first and last and (elapsed := (last - first).total_seconds()) > 0:
-            rate = finished / elapsed
-            eta = unfinished / rate
+        rate, eta = rate_and_eta(counts, *spans.get(summary.id, (None, None)))
         out.append({
             "id": summary.id, "name": summary.name, "created_at": _iso(summary.created_at),
             "cancelled_at": _iso(summary.cancelled_at), "counts": counts, "total": finished + unfinished,
