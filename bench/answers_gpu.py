@@ -70,9 +70,14 @@ def timed(engine: HuggingFaceEngine, loop: str, prompts: list, lengths: list[int
     return {"seconds": seconds, "peak_gib": peak, "slot_efficiency": sum(lengths) / slots}
 
 
+def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
+    return engine.continuous_decoder if loop == "continuous" else engine.decoder
+
+
 def main() -> None:
-    # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph
-    parser = bench_parser(__doc__, "answers.json", variants="static-eager,static,continuous-eager,continuous")
+    # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph and
+    # `-unshared` for every prompt prefilled whole (no shared prefix)
+    parser = bench_parser(__doc__, "answers.json", variants="static-unshared,static,continuous-unshared,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--answers", default="fixed,duie", help="fixed: every answer the duie mean; fixedN: N tokens")
@@ -94,25 +99,29 @@ def main() -> None:
         engine = make_engine(base, adapter, device, precision, args.batch, max(n for drawn in lengths.values() for n in drawn)).with_config(
             min_new_tokens=0, max_batch_tokens=None)
         prompts = [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(texts)]
+        report["prompt_tokens_mean"] = sum(len(prompt.ids) for prompt in prompts) / len(prompts)
         for variant in args.variants.split(","):
-            loop, graphs = variant.removesuffix("-eager"), not variant.endswith("-eager")
-            looped = engine.with_config(decode_loop=loop, cuda_graphs=graphs)
+            loop, *options = variant.split("-")
+            graphs, shared = "eager" not in options, "unshared" not in options
+            looped = engine.with_config(decode_loop=loop, cuda_graphs=graphs, share_prefix=shared)
             warm = max(1, min(args.batch, len(prompts)))
             timed(looped, loop, prompts[:warm], [mean] * warm)  # allocate and compile before timing
             for mode in args.answers.split(","):
                 result = timed(looped, loop, prompts, lengths[mode])
-                row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "answers": mode, "precision": precision, "batch": args.batch,
+                row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "share_prefix": shared,
+                       "shared_prefix_tokens": looped_decoder(looped, loop).last_shared_prefix,
+                       "answers": mode, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],
                        "answer_tokens_per_s": sum(lengths[mode]) / result["seconds"]}
                 report["rows"].append(row)
-                print(f"  {variant:<16} {mode:<6} {row['docs_per_s']:8.2f} docs/s {row['answer_tokens_per_s']:9.0f} tok/s"
+                print(f"  {variant:<20} {mode:<6} {row['docs_per_s']:8.2f} docs/s {row['answer_tokens_per_s']:9.0f} tok/s"
                       f"  slot efficiency {row['slot_efficiency']:.3f}  {row['peak_gib']:.1f} GiB", flush=True)
                 save(report, args.out)
             del looped
             free_memory()
-    print(f"\n{report['card']} · {args.shape} · {precision} · answers: mean {report['answer_tokens_mean']:.1f}, "
-          f"max {report['answer_tokens_max']} tokens")
+    print(f"\n{report['card']} · {args.shape} · {precision} · prompts: mean {report['prompt_tokens_mean']:.1f} tokens · "
+          f"answers: mean {report['answer_tokens_mean']:.1f}, max {report['answer_tokens_max']} tokens")
     save(report, args.out)
 
 

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
         True, description="Record each decoding run's step as a CUDA graph and replay it (worker/cuda_graphs.py); "
         "a model whose step cannot be recorded decodes eagerly. Off: always eager."
     )
+    share_prefix: bool = Field(
+        True, description="Prefill the leading tokens all prompts of a batch share (the template's instruction and "
+        "schema) once, not once per prompt (worker/shared_prefix.py). Off: every prompt is prefilled whole."
+    )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt; longer documents are read in windows.")
     max_document_tokens: int = Field(
         262_144, gt=0, description="A longer document fails alone (with this reason) instead of filling a batch."

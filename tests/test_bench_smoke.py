@@ -57,14 +57,18 @@ def test_answers_benchmark_compares_fixed_and_duie_answers_on_cpu(tmp_path: Path
     out = tmp_path / "answers.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "answers_gpu.py"), "--shape", "tiny", "--docs", "12", "--batch", "4",
-         "--variants", "static,continuous-eager", "--out", str(out)],
+         "--variants", "static,continuous-eager,continuous-eager-unshared", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {(row["variant"], row["answers"]): row for row in report["rows"]}
-    assert set(rows) == {(loop, mode) for loop in ("static", "continuous-eager") for mode in ("fixed", "duie")}
+    variants = ("static", "continuous-eager", "continuous-eager-unshared")
+    assert set(rows) == {(variant, mode) for variant in variants for mode in ("fixed", "duie")}
     assert not rows[("continuous-eager", "duie")]["cuda_graphs"] and rows[("static", "duie")]["cuda_graphs"]
+    # the template's instruction and schema are the prompts' shared prefix, unless a variant turns sharing off
+    assert rows[("static", "fixed")]["shared_prefix_tokens"] > 0.5 * report["prompt_tokens_mean"]
+    assert rows[("continuous-eager-unshared", "duie")]["shared_prefix_tokens"] == 0
     assert all(0 < row["slot_efficiency"] <= 1 and row["docs_per_s"] > 0 for row in rows.values())
     # answers of one length fill static batches; drawn lengths leave static rows idle, not refilled ones
     assert rows[("continuous-eager", "duie")]["slot_efficiency"] > rows[("static", "duie")]["slot_efficiency"]

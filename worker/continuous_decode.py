@@ -19,6 +19,7 @@ import torch
 
 from worker.cuda_graphs import GraphedForward
 from worker.decoding import DecodeRequest, prefill, until_end
+from worker.shared_prefix import SharedPrefix
 from worker.static_decode import LENGTH_BUCKET, CachedDecoder
 
 # Host syncs (to hand back ended rows and refill them) only every this many steps: a row that
@@ -107,6 +108,7 @@ class ContinuousDecoder(CachedDecoder):
         Every ``length`` slots of a row hold its prompt and answer; a job that does not fit waits
         in its source for a run sized for it.
         """
+        self.last_shared_prefix = 0
         state = _Rows(self, source, rows=rows, length=length, eos_ids=eos_ids, pad_id=pad_id,
                       prefill_tokens=prefill_tokens, device=device)
         try:
@@ -130,6 +132,7 @@ class _Rows:
         self.eos = torch.tensor(self.eos_ids, device=device)
         self.device = device
         self.cache: RowCache | None = None
+        self.prefix = SharedPrefix(decoder.model)  # the run's prompts' shared leading tokens, prefilled once
         self.forward: GraphedForward | None = None  # the step's forward, once the cache exists
         self.visible = torch.zeros(rows, 1, 1, self.length, dtype=torch.bool, device=device)
         self.visible[:, 0, 0, 0] = True  # a row never filled attends to one slot, not none (no NaN)
@@ -200,10 +203,14 @@ class _Rows:
         rows = torch.tensor([row for row, _ in taken], device=self.device)
         request = DecodeRequest(ids, mask, 1, 0, self.eos_ids, self.pad_id,
                                 max(1, self.prefill_tokens // width) if self.prefill_tokens else 0)
-        for chunk, prefix in prefill(self.decoder.model, request):
+        if self.decoder.share_prefix:
+            request = self.prefix.arrange(request)
+            mask = request.attention_mask
+        self.decoder.last_shared_prefix = max(self.decoder.last_shared_prefix, request.shared_prefix)
+        for chunk, prefilled in prefill(self.decoder.model, request, self.prefix):
             if self.cache is None:  # the dtype the attention layers store, known once one has run
-                self.cache = self._allocate(prefix.layers[0].keys.dtype)
-            for layer, cached in enumerate(prefix.layers):
+                self.cache = self._allocate(prefilled.layers[0].keys.dtype)
+            for layer, cached in enumerate(prefilled.layers):
                 self.cache.keys[layer][rows[chunk], :, : width - 1] = cached.keys
                 self.cache.values[layer][rows[chunk], :, : width - 1] = cached.values
         if self.cache is None:  # prompts of one token: nothing was prefilled

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import torch
 from transformers import DynamicCache, GenerationConfig
 
+from worker.shared_prefix import SharedPrefix
+
 
 @dataclass(frozen=True, slots=True)
 class DecodeRequest:
@@ -30,6 +32,8 @@ class DecodeRequest:
     prefill_chunk: int  # prompts prefilled at once; 0: all
     # Benchmarks only: each row's answer forced to exactly this many tokens (None in production).
     forced_lengths: Sequence[int] | None = None
+    # Leading tokens every prompt shares, moved to the front (worker.shared_prefix): prefilled once.
+    shared_prefix: int = 0
 
 
 class Decoder(Protocol):
@@ -50,8 +54,12 @@ def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.masked_fill_(attention_mask == 0, 1)
 
 
-def prefill(model: Any, request: DecodeRequest) -> Iterator[tuple[slice, DynamicCache]]:
+def prefill(model: Any, request: DecodeRequest, prefix: SharedPrefix | None = None
+            ) -> Iterator[tuple[slice, DynamicCache]]:
     """The KV cache of every prompt but its last token, ``request.prefill_chunk`` prompts at a time.
+
+    A request with a shared prefix starts each chunk's cache from ``prefix`` (which arranged it)
+    and runs only the tokens after it.
 
     A whole large batch's prefill holds each layer's MLP activations for every prompt token
     at once, which sets the peak memory; decoding needs only the cache. Prefilling in chunks
@@ -63,11 +71,14 @@ def prefill(model: Any, request: DecodeRequest) -> Iterator[tuple[slice, Dynamic
     chunk = request.prefill_chunk or batch
     positions = prompt_positions(request.attention_mask)
     keyword = cache_keyword(model)
+    shared = request.shared_prefix
     for start in range(0, batch, chunk):
         rows = slice(start, start + chunk)
-        cache = DynamicCache(config=model.config)
-        model(input_ids=request.input_ids[rows, :-1], attention_mask=request.attention_mask[rows, :-1],
-              position_ids=positions[rows, :-1], use_cache=True, logits_to_keep=1, **{keyword: cache})
+        count = min(batch, start + chunk) - start
+        cache = prefix.cache_for(count, keyword) if shared else DynamicCache(config=model.config)
+        if width - 1 > shared:
+            model(input_ids=request.input_ids[rows, shared:-1], attention_mask=request.attention_mask[rows, :-1],
+                  position_ids=positions[rows, shared:-1], use_cache=True, logits_to_keep=1, **{keyword: cache})
         yield rows, cache
 
 

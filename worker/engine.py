@@ -49,6 +49,7 @@ class EngineConfig:
     prefill_chunk_tokens: int = 8192
     decode_loop: str = "auto"
     cuda_graphs: bool = True
+    share_prefix: bool = True
     max_input_tokens: int = 2048
     max_document_tokens: int = 262_144
     max_new_tokens: int = 512

@@ -238,6 +238,7 @@ class HuggingFaceEngine:
             decoder = self._decoders[loop] = kind(self.model)
         if isinstance(decoder, CachedDecoder):  # views of one engine (with_config) share the decoder
             decoder.graphs = self.config.cuda_graphs
+            decoder.share_prefix = self.config.share_prefix
         return decoder
 
     def output(self, prompt: Prompt, tokens: list[int]) -> WindowOutput:

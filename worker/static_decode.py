@@ -11,15 +11,15 @@ prefilled chunk by chunk straight into the cache. Measured on an H200 (bench/ext
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
-
-import inspect
 
 import torch
 
 from worker.cuda_graphs import GraphedForward
 from worker.decoding import DecodeRequest, cache_keyword, prefill, prompt_positions, until_end
+from worker.shared_prefix import SharedPrefix
 
 # Host syncs (to stop once every row has ended) only every this many steps.
 FINISHED_CHECK_EVERY = 8
@@ -80,6 +80,8 @@ class CachedDecoder:
         self.graphs = False  # record each run's decode step as a CUDA graph (worker.cuda_graphs)
         self.last_graph_recorded = False  # whether the last run's step was replayed from a CUDA graph
         self.last_graph_failure: str | None = None  # why it was not, when recording failed
+        self.share_prefix = True  # prefill the prompts' shared leading tokens once (worker.shared_prefix)
+        self.last_shared_prefix = 0  # how many leading tokens the last run's prompts shared
 
     def step_forward(self, token: torch.Tensor, position: torch.Tensor, visible: torch.Tensor, cache: Any,
                      cache_position: torch.Tensor) -> GraphedForward:
@@ -108,11 +110,15 @@ class StaticDecoder(CachedDecoder):
 
     @torch.inference_mode()
     def decode(self, request: DecodeRequest) -> list[list[int]]:
+        prefix = SharedPrefix(self.model)
+        if self.share_prefix:
+            request = prefix.arrange(request)
+        self.last_shared_prefix = request.shared_prefix
         input_ids, attention_mask = request.input_ids, request.attention_mask
         batch, width = input_ids.shape
         device = input_ids.device
         length = -(-(width + request.max_new_tokens - 1) // LENGTH_BUCKET) * LENGTH_BUCKET
-        cache = self._prefilled(request, length)
+        cache = self._prefilled(request, length, prefix)
         # 4-D boolean mask over cache slots: a prompt's real tokens, then each new slot as it is written
         visible = torch.zeros(batch, 1, 1, length, dtype=torch.bool, device=device)
         visible[:, 0, 0, : width - 1] = attention_mask[:, :-1].bool()
@@ -151,14 +157,15 @@ class StaticDecoder(CachedDecoder):
             rows = [row[:forced_length] for row, forced_length in zip(rows, request.forced_lengths)]
         return rows
 
-    def _prefilled(self, request: DecodeRequest, length: int) -> SlotCache:
+    def _prefilled(self, request: DecodeRequest, length: int, prefix: SharedPrefix) -> SlotCache:
         """The cache, holding every prompt token but the last, filled chunk by chunk by the one prefill."""
         batch = request.input_ids.shape[0]
         cache: SlotCache | None = None
-        for rows, prefix in prefill(self.model, request):
+        for rows, prefilled in prefill(self.model, request, prefix):
             if cache is None:  # the dtype the attention layers store, known once one has run
-                cache = self.cache_of_shape(SlotCache, batch, length, prefix.layers[0].keys.dtype, request.input_ids.device)
-            for index, layer in enumerate(prefix.layers):
+                cache = self.cache_of_shape(SlotCache, batch, length, prefilled.layers[0].keys.dtype,
+                                            request.input_ids.device)
+            for index, layer in enumerate(prefilled.layers):
                 cache.fill(rows, index, layer.keys, layer.values)
         if cache is None:
             cache = self.cache_of_shape(SlotCache, batch, length, self.model.get_input_embeddings().weight.dtype,
