@@ -33,6 +33,7 @@ from bench.common import SHAPES, bench_parser, build_model, free_memory, make_te
 from bench.extract_gpu import make_engine  # noqa: E402
 from devkit.synth import generate_examples  # noqa: E402
 from models.prompt import format_answer  # noqa: E402
+from worker.continuous_decode import NARROWEST  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
 
 # Triplets per sentence, DuIE-like: most sentences state one or two facts, a few a dozen or more.
@@ -75,8 +76,8 @@ def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
 
 
 def main() -> None:
-    # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph and
-    # `-unshared` for every prompt prefilled whole (no shared prefix)
+    # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph,
+    # `-unshared` for every prompt prefilled whole (no shared prefix), `-wide` for a batch that never narrows
     parser = bench_parser(__doc__, "answers.json", variants="static-unshared,static,continuous-unshared,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
@@ -104,12 +105,15 @@ def main() -> None:
             loop, *options = variant.split("-")
             graphs, shared = "eager" not in options, "unshared" not in options
             looped = engine.with_config(decode_loop=loop, cuda_graphs=graphs, share_prefix=shared)
+            if loop == "continuous":  # `-wide`: every row runs every step, even once the batch drains
+                looped.continuous_decoder.narrowest = args.batch if "wide" in options else NARROWEST
             warm = max(1, min(args.batch, len(prompts)))
             timed(looped, loop, prompts[:warm], [mean] * warm)  # allocate and compile before timing
             for mode in args.answers.split(","):
                 result = timed(looped, loop, prompts, lengths[mode])
                 row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "share_prefix": shared,
                        "shared_prefix_tokens": looped_decoder(looped, loop).last_shared_prefix,
+                       "widths": looped.continuous_decoder.last_widths if loop == "continuous" else None,
                        "answers": mode, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from devkit.assets import demo_schema_path, load_demo_examples  # noqa: E402
 from models.settings import load_settings  # noqa: E402
 from tests.lora import ATTENTION, save_lora  # noqa: E402
+from worker.continuous_decode import Job, ListSource, cache_length  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
 
 EXAMPLES = load_demo_examples()
@@ -48,3 +49,49 @@ def test_four_bit_lora_with_forced_lengths_matches_static_and_fills_its_slots(de
     assert [o.raw for o in outputs] == [o.raw for o in static_outputs]
     # slot efficiency, answer tokens over rows x steps: refilled rows do not wait for the longest answer
     assert sum(lengths) / continuous.continuous_decoder.last_slots > sum(lengths) / static_slots
+
+
+class _LateSource(ListSource):
+    """Jobs in two waves: the second only after the decoder has asked ``dry_takes`` times in vain."""
+
+    def __init__(self, first: list[Job], later: list[Job], dry_takes: int) -> None:
+        super().__init__(first)
+        self.later, self.dry_takes = later, dry_takes
+
+    def take(self, count: int, *, length: int) -> list[Job]:
+        taken = super().take(count, length=length)
+        if not taken and self.later:
+            self.dry_takes -= 1
+            if self.dry_takes == 0:
+                self.waiting.extend(self.later)
+                self.later = []
+        return taken
+
+
+def test_a_draining_batch_narrows_then_widens_again_and_answers_as_static(demo_model) -> None:
+    engine = _engine(demo_model[0], max_batch_size=8, max_new_tokens=40)
+    prompts = [prompt for index, text in enumerate(TEXTS) for prompt in engine.prompts.prompts_for(index, text)]
+    lengths = [3, 40, 5, 12, 38, 4, 9, 30, 4, 16, 25, 6]
+    expected = [output.raw for start in range(0, 12, 4)
+                for output in engine.decode(prompts[start:start + 4], forced_lengths=lengths[start:start + 4])]
+    continuous = engine.with_config(decode_loop="continuous")
+    jobs = continuous.jobs(prompts, range(12), lengths)
+    decoder = continuous.continuous_decoder
+
+    def answers(source: ListSource) -> dict[int, str]:
+        return {key: continuous.tokenizer.decode(tokens, skip_special_tokens=True) for key, tokens in
+                decoder.stream(source, rows=8, length=cache_length(jobs), eos_ids=continuous.eos_ids,
+                               pad_id=continuous.tokenizer.pad_token_id, prefill_tokens=0, device=continuous.device)}
+
+    decoder.narrowest = 8  # never narrower than the batch: every row runs every step
+    assert answers(ListSource(jobs)) == dict(enumerate(expected))
+    wide_slots = decoder.last_slots
+    decoder.narrowest = 1
+    assert answers(ListSource(jobs)) == dict(enumerate(expected))
+    assert decoder.last_widths[0] == 8 and min(decoder.last_widths) < 4
+    assert decoder.last_slots < 0.8 * wide_slots  # the drained rows no longer run
+    # jobs that arrive after the batch narrowed widen it again, and are answered the same
+    late = _LateSource(jobs[:6], jobs[6:], dry_takes=6)
+    assert answers(late) == dict(enumerate(expected))
+    widths = decoder.last_widths
+    assert min(widths) < 8 and any(later > earlier for earlier, later in zip(widths, widths[1:]))

@@ -51,12 +51,16 @@ def test_cuda_graph_decoding_answers_exactly_as_eager_decoding(tmp_path: Path, l
     texts = [text for text, _ in HELD_OUT[:48]]
     common = {"adapter": lora, "precision": "4bit", "max_batch_size": 16, "max_new_tokens": 48, "decode_loop": loop}
     eager = _engine(cuda_graphs=False, **common)
+    eager.continuous_decoder.narrowest = 2  # a draining batch narrows through several widths, in both runs
     expected = [r.raw for r in eager.extract(texts)]
     del eager
     graphed = _engine(cuda_graphs=True, **common)
+    graphed.continuous_decoder.narrowest = 2
     answers = [r.raw for r in graphed.extract(texts)]
     decoder = graphed.continuous_decoder if loop == "continuous" else graphed.decoder
     assert decoder.last_graph_failure is None
     assert decoder.last_graph_recorded  # the answers below came from replayed graphs, not the eager path
     assert answers == expected
     assert len({len(a) for a in answers}) > 1  # rows ended at different steps
+    if loop == "continuous":  # one graph per width, recorded into one shared memory pool
+        assert len(set(decoder.last_widths)) >= 3

@@ -25,6 +25,9 @@ from worker.static_decode import LENGTH_BUCKET, CachedDecoder
 # Host syncs (to hand back ended rows and refill them) only every this many steps: a row that
 # ends between two looks idles at most this many steps minus one.
 REFILL_EVERY = 4
+# A draining batch narrows no further than this many rows: below it a step costs about the same
+# (reading the weights dominates), and each width is one more CUDA graph to record.
+NARROWEST = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,21 @@ class RowCache:
         self.rows = torch.arange(rows, device=device)
         self.write_at = torch.zeros(rows, dtype=torch.long, device=device)
 
+    def first(self, rows: int) -> RowCache:
+        """The first ``rows`` rows, sharing this cache's memory (a narrower batch's step reads only those)."""
+        view = object.__new__(RowCache)
+        view.keys = [keys[:rows] for keys in self.keys]
+        view.values = [values[:rows] for values in self.values]
+        view.rows, view.write_at = self.rows[:rows], self.write_at[:rows]
+        return view
+
+    def move(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
+        """Rows ``sources`` copied into rows ``targets`` (a draining batch compacted to its front)."""
+        for tensors in (self.keys, self.values):
+            for layer in tensors:
+                layer[targets] = layer[sources]
+        self.write_at[targets] = self.write_at[sources]
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         self.keys[layer_idx][self.rows, :, self.write_at] = key_states[:, :, 0]
@@ -90,7 +108,16 @@ class RowCache:
         return self.write_at.max()
 
 
+def narrower(width: int, held: int, smallest: int = NARROWEST) -> int:
+    """The width a drained batch of ``width`` rows, ``held`` of them still answering, runs at next:
+    halved while the held rows fit, not below ``smallest``."""
+    while width // 2 >= max(held, smallest):
+        width //= 2
+    return width
+
+
 class ContinuousDecoder(CachedDecoder):
+    narrowest = NARROWEST  # rows a draining batch keeps at least
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
             device: torch.device) -> Iterator[tuple[int, list[int]]]:
@@ -114,26 +141,37 @@ class ContinuousDecoder(CachedDecoder):
         try:
             yield from state.run()
         finally:
-            self.last_slots = rows * state.steps  # rows x decode steps: what slot efficiency divides by
-            if state.forward is not None:
-                self.last_graph_recorded, self.last_graph_failure = state.forward.recorded, state.forward.failure
-
+            self.last_slots = state.slots  # rows run x decode steps: what slot efficiency divides by
+            self.last_widths = state.widths  # the batch's width, then each width it changed to
+            forwards = [forward for _, forward in state.batches.values()]
+            self.last_graph_recorded = bool(forwards) and all(forward.recorded for forward in forwards)
+            self.last_graph_failure = next((forward.failure for forward in forwards if forward.failure), None)
 
 
 class _Rows:
-    """The decoding state of one run: which job each row holds, and the tensors of the step."""
+    """The decoding state of one run: which job each row holds, and the tensors of the step.
+
+    Each step runs the first ``width`` rows. Once the source runs dry and half of them or more sit
+    idle, the answering rows move to the front and the width halves (the step at a narrower batch
+    is cheaper; each width is recorded as its own CUDA graph); when jobs arrive again it is back
+    to every row.
+    """
 
     def __init__(self, decoder: ContinuousDecoder, source: JobSource, *, rows: int, length: int,
                  eos_ids: Sequence[int], pad_id: int, prefill_tokens: int, device: torch.device) -> None:
         self.decoder, self.source, self.pad_id, self.prefill_tokens = decoder, source, pad_id, prefill_tokens
         self.held: list[Job | None] = [None] * rows
+        self.width = rows
+        self.widths = [rows]
         self.length = self.max_new = length  # an answer never has more tokens than its row has slots
         self.eos_ids = list(eos_ids)
         self.eos = torch.tensor(self.eos_ids, device=device)
         self.device = device
         self.cache: RowCache | None = None
+        self.batches: dict[int, tuple[RowCache, GraphedForward]] = {}  # per width: its cache view and step
+        # one memory pool for every width's graph: a step's output is read before the next step runs
+        self.graph_pool: Any = None
         self.prefix = SharedPrefix(decoder.model)  # the run's prompts' shared leading tokens, prefilled once
-        self.forward: GraphedForward | None = None  # the step's forward, once the cache exists
         self.visible = torch.zeros(rows, 1, 1, self.length, dtype=torch.bool, device=device)
         self.visible[:, 0, 0, 0] = True  # a row never filled attends to one slot, not none (no NaN)
         self.token = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
@@ -143,17 +181,18 @@ class _Rows:
         self.max_new_row = torch.zeros(rows, dtype=torch.long, device=device)
         self.active = torch.zeros(rows, dtype=torch.bool, device=device)
         self.out = torch.full((rows, self.max_new), pad_id, dtype=torch.long, device=device)
-        self.steps = 0
+        self.steps = self.slots = 0
 
     def run(self) -> Iterator[tuple[int, list[int]]]:
-        self._refill(list(range(len(self.held))))
+        self._refill(list(range(self.width)))
         while any(job is not None for job in self.held):
-            idle = [row for row, job in enumerate(self.held) if job is None]
+            idle = [row for row in range(self.width) if self.held[row] is None]
             if idle:  # rows a dry source left empty: jobs may have arrived since
                 self._refill(idle)
             for _ in range(REFILL_EVERY):
                 self._step()
-            ended = [row for row, running in enumerate(self.active.tolist()) if not running and self.held[row]]
+            running = self.active[: self.width].tolist()
+            ended = [row for row, going in enumerate(running) if not going and self.held[row]]
             if ended:
                 counts = self.generated.tolist()
                 answers = self.out[ended].tolist()
@@ -162,36 +201,84 @@ class _Rows:
                     yield job.key, until_end(answer[: counts[row]], self.eos_ids)
                     self.held[row] = None
                 self._refill(ended)
+            self._resize()
+
+    def _resize(self) -> None:
+        """Narrow a drained batch to its answering rows, or widen it again when jobs are waiting."""
+        held = [row for row in range(self.width) if self.held[row] is not None]
+        if len(held) == self.width:
+            if self.width < len(self.held):  # a full narrow batch: jobs may be waiting for the other rows
+                self.width, narrow = len(self.held), self.width
+                if not self._refill(list(range(narrow, self.width))):
+                    self.width = narrow
+                else:
+                    self.widths.append(self.width)
+            return
+        width = narrower(self.width, len(held), min(self.decoder.narrowest, len(self.held)))
+        if width == self.width or not held:
+            return
+        sources = [row for row in held if row >= width]
+        targets = [row for row in range(width) if self.held[row] is None][: len(sources)]
+        if sources:
+            self._move(sources, targets)
+        self.width = width
+        self.widths.append(width)
+
+    def _move(self, sources: list[int], targets: list[int]) -> None:
+        source, target = torch.tensor(sources, device=self.device), torch.tensor(targets, device=self.device)
+        for tensor in (self.visible, self.token, self.position, self.generated, self.min_new, self.max_new_row,
+                       self.active, self.out):
+            tensor[target] = tensor[source]
+        self.active[source] = False
+        self.cache.move(source, target)
+        for row_from, row_to in zip(sources, targets):
+            self.held[row_to], self.held[row_from] = self.held[row_from], None
+
+    def _batch(self, width: int) -> tuple[RowCache, GraphedForward]:
+        """The cache view and the step's forward of a batch of the first ``width`` rows."""
+        if width not in self.batches:
+            cache = self.cache.first(width)
+            # the cache position a model may ask for only shapes masks, and the mask here is given whole
+            if self.graph_pool is None and self.device.type == "cuda":
+                self.graph_pool = torch.cuda.graph_pool_handle()
+            forward = self.decoder.step_forward(self.token[:width], self.position[:width], self.visible[:width],
+                                                cache, cache.write_at[:1], pool=self.graph_pool)
+            self.batches[width] = cache, forward
+        return self.batches[width]
 
     def _step(self) -> None:
+        width = self.width
         self.steps += 1
-        cache = self.cache
-        rows = cache.rows
-        self.visible[rows, 0, 0, cache.write_at] |= self.active
-        logits = self.forward()
+        self.slots += width
+        cache, forward = self._batch(width)
+        rows, active, generated = cache.rows, self.active[:width], self.generated[:width]
+        visible, out = self.visible[:width], self.out[:width]
+        visible[rows, 0, 0, cache.write_at] |= active
+        logits = forward()
         # an answer shorter than its minimum may not end yet (benchmarks force lengths this way)
-        logits[:, self.eos] = torch.where((self.generated < self.min_new)[:, None], float("-inf"), logits[:, self.eos])
-        chosen = torch.where(self.active, logits.argmax(-1), self.pad_id)
-        self.out[rows, self.generated.clamp(max=self.max_new - 1)] = torch.where(
-            self.active, chosen, self.out[rows, self.generated.clamp(max=self.max_new - 1)])
-        self.generated += self.active
-        ended = self.active & (torch.isin(chosen, self.eos) | (self.generated >= self.max_new_row))
-        self.active &= ~ended
+        logits[:, self.eos] = torch.where((generated < self.min_new[:width])[:, None], float("-inf"),
+                                          logits[:, self.eos])
+        chosen = torch.where(active, logits.argmax(-1), self.pad_id)
+        at = generated.clamp(max=self.max_new - 1)
+        out[rows, at] = torch.where(active, chosen, out[rows, at])
+        generated += active
+        ended = active & (torch.isin(chosen, self.eos) | (generated >= self.max_new_row[:width]))
+        active &= ~ended
         # only a row that goes on moves to its next slot: an ended one stays inside its cache row
-        cache.write_at += self.active
-        self.position += self.active[:, None]
-        self.token.copy_(chosen[:, None])
+        cache.write_at += active
+        self.position[:width] += active[:, None]
+        self.token[:width].copy_(chosen[:, None])
 
-    def _refill(self, free: list[int]) -> None:
-        """Give free rows the next waiting jobs: prefill them together, copy their keys into the rows.
+    def _refill(self, free: list[int]) -> int:
+        """Give free rows the next waiting jobs (how many it gave): prefill them together, copy their keys in.
 
-        A newcomer's prompt sits in its row as in the left-padded prefill batch (right-aligned at
-        ``width - 1``), so each layer's keys go in with one copy per prefill chunk; its position
-        ids, not its cache slots, are what the model's rotary embedding reads.
+        A newcomer's prompt sits in its row as in the prefill batch (its shared prefix in front,
+        its own tokens right-aligned at ``width - 1``), so each layer's keys go in with one copy per
+        prefill chunk; its position ids, not its cache slots, are what the model's rotary embedding reads.
         """
         jobs = self.source.take(len(free), length=self.length)
         if not jobs:
-            return
+            return 0
         taken = list(zip(free, jobs))
         width = max(len(job.ids) for _, job in taken)
         ids = torch.full((len(taken), width), self.pad_id, dtype=torch.long)
@@ -226,10 +313,9 @@ class _Rows:
         self.active[rows] = True
         for row, job in taken:
             self.held[row] = job
+        return len(taken)
 
     def _allocate(self, dtype: torch.dtype) -> RowCache:
         cache = self.decoder.cache_of_shape(RowCache, len(self.held), self.length, dtype, self.device)
         cache.write_at.zero_()  # a reused cache: rows not yet refilled write harmlessly at slot 0
-        # the cache position a model may ask for only shapes masks, and the mask here is given whole
-        self.forward = self.decoder.step_forward(self.token, self.position, self.visible, cache, cache.write_at[:1])
         return cache

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -28,11 +29,13 @@ class GraphedForward:
     """``forward()`` eagerly for the first steps, then recorded and replayed; eager for good if recording fails.
 
     ``forward`` must read only tensors whose storage outlives this object and return the same
-    output tensor every time; the returned tensor is overwritten by the next call.
+    output tensor every time; the returned tensor is overwritten by the next call (of any graph
+    recorded into the same ``pool``).
     """
 
-    def __init__(self, forward: Callable[[], torch.Tensor], *, enabled: bool) -> None:
+    def __init__(self, forward: Callable[[], torch.Tensor], *, enabled: bool, pool: Any = None) -> None:
         self._forward = forward
+        self._pool = pool  # a memory pool shared with other graphs never replayed at the same time
         self._enabled = enabled
         self._warm_steps = 0
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -66,7 +69,7 @@ class GraphedForward:
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the worker's other threads (metrics, heartbeats) may touch CUDA meanwhile
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 output = self._forward()
         except Exception as exc:  # an op that syncs with the host or allocates outside the graph
             self._enabled = False
