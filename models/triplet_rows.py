@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-import psycopg
 from sqlalchemy import ColumnElement, Integer, any_, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
@@ -80,6 +79,8 @@ def insert_triplets(session: Session, rows: Sequence[tuple]) -> int:
         # One executemany of one prepared statement: sqlite3 loops over the tuples in C.
         connection.exec_driver_sql(_INSERT, list(rows))
         return len(rows)
+    import psycopg  # only a PostgreSQL store needs its driver
+
     driver = connection.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(_COPY) as copy:

@@ -241,8 +241,10 @@ class _Rows:
             # the cache position a model may ask for only shapes masks, and the mask here is given whole
             if self.graph_pool is None and self.device.type == "cuda":
                 self.graph_pool = torch.cuda.graph_pool_handle()
+            # a step one width could not record (its pool may be left mid-recording) stays eager at every width
+            failed = any(recorded.failure for _, recorded in self.batches.values())
             forward = self.decoder.step_forward(self.token[:width], self.position[:width], self.visible[:width],
-                                                cache, cache.write_at[:1], pool=self.graph_pool)
+                                                cache, cache.write_at[:1], pool=self.graph_pool, graphs=not failed)
             self.batches[width] = cache, forward
         return self.batches[width]
 

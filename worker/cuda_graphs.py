@@ -33,10 +33,17 @@ class GraphedForward:
     recorded into the same ``pool``).
     """
 
-    def __init__(self, forward: Callable[[], torch.Tensor], *, enabled: bool, pool: Any = None) -> None:
+    def __init__(self, forward: Callable[[], torch.Tensor], *, enabled: bool, device: torch.device | None = None,
+                 pool: Any = None) -> None:
         self._forward = forward
         self._pool = pool  # a memory pool shared with other graphs never replayed at the same time
         self._enabled = enabled
+        # Warm-up and recording run on this device, on one stream of it: torch.cuda.graph's own
+        # stream belongs to whichever device was current when it was first made (cuda:0), and a
+        # library's per-stream workspace first allocated while recording breaks the recording.
+        # (As vLLM and SGLang do; a worker on cuda:1 could not record without it.)
+        self._device = device
+        self._stream: torch.cuda.Stream | None = None
         self._warm_steps = 0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._output: torch.Tensor | None = None
@@ -48,7 +55,8 @@ class GraphedForward:
 
     def __call__(self) -> torch.Tensor:
         if self._graph is not None:
-            self._graph.replay()
+            with torch.cuda.device(self._device):  # onto the current stream of the graph's device
+                self._graph.replay()
             return self._output  # type: ignore[return-value]
         if not self._enabled:
             return self._forward()
@@ -57,19 +65,26 @@ class GraphedForward:
             return self._on_side_stream()
         return self._record()
 
+    def _side_stream(self) -> torch.cuda.Stream:
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device=self._device)
+        return self._stream
+
     def _on_side_stream(self) -> torch.Tensor:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            output = self._forward()
-        torch.cuda.current_stream().wait_stream(stream)
+        stream = self._side_stream()
+        with torch.cuda.device(self._device):
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                output = self._forward()
+            torch.cuda.current_stream().wait_stream(stream)
         return output
 
     def _record(self) -> torch.Tensor:
         graph = torch.cuda.CUDAGraph()
         try:
             # thread_local: the worker's other threads (metrics, heartbeats) may touch CUDA meanwhile
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            with torch.cuda.device(self._device), torch.cuda.graph(graph, pool=self._pool, stream=self._side_stream(),
+                                                                   capture_error_mode="thread_local"):
                 output = self._forward()
         except Exception as exc:  # an op that syncs with the host or allocates outside the graph
             self._enabled = False

@@ -65,6 +65,8 @@ class HuggingFaceEngine:
     @classmethod
     def from_settings(cls, settings: Settings) -> HuggingFaceEngine:
         device = resolve_device(settings.device)
+        if device.startswith("cuda"):  # streams, graphs and cuBLAS handles are made on the current device
+            torch.cuda.set_device(device)
         precision = resolve_precision(settings.precision, device)
         path = check_model_folder(settings.base_model, "TRIPLETS_BASE_MODEL")
         tokenizer, model = load_model(path, device=device, precision=precision,

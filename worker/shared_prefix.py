@@ -59,12 +59,8 @@ class SharedPrefix:
         mask[:, :shared] = 1
         ids.masked_fill_(padding, request.pad_id)
         mask.masked_fill_(padding, 0)
-        # the prefill's memory grows with the tokens it runs: the same budget now holds more prompts
-        # (a chunk of one prompt may be over the budget already: it stays one)
-        chunk = request.prefill_chunk
-        if chunk > 1:
-            chunk = chunk * (width - 1) // max(1, width - 1 - shared)
-        return replace(request, input_ids=ids, attention_mask=mask, shared_prefix=shared, prefill_chunk=chunk)
+        # (prompts per prefill chunk stay as they were: each chunk's cache still holds every prompt's keys)
+        return replace(request, input_ids=ids, attention_mask=mask, shared_prefix=shared)
 
     def cache_for(self, rows: int, keyword: str) -> DynamicCache:
         """A fresh prefill cache holding the shared prefix's keys and values for ``rows`` prompts."""

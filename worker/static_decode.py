@@ -84,7 +84,7 @@ class CachedDecoder:
         self.last_shared_prefix = 0  # how many leading tokens the last run's prompts shared
 
     def step_forward(self, token: torch.Tensor, position: torch.Tensor, visible: torch.Tensor, cache: Any,
-                     cache_position: torch.Tensor, pool: Any = None) -> GraphedForward:
+                     cache_position: torch.Tensor, pool: Any = None, graphs: bool = True) -> GraphedForward:
         """One decode step's forward over these buffers, giving the last position's logits; the
         buffers are updated in place between calls, so the step can be recorded once and replayed."""
         extra = {"cache_position": cache_position} if self._takes_cache_position else {}
@@ -92,7 +92,7 @@ class CachedDecoder:
         def forward() -> torch.Tensor:
             return self._forward(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
                                  logits_to_keep=1, **{self._keyword: cache}, **extra).logits[:, -1]
-        return GraphedForward(forward, enabled=self.graphs and token.is_cuda, pool=pool)
+        return GraphedForward(forward, enabled=self.graphs and graphs and token.is_cuda, device=token.device, pool=pool)
 
     def cache_of_shape(self, kind: Callable[..., Any], rows: int, length: int, dtype: torch.dtype,
                        device: torch.device) -> Any:
