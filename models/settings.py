@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     decode_loop: Literal["auto", "generate", "static", "continuous"] = Field(
         "auto", description="static: length-sorted batches over a preallocated KV cache written in place (worker/"
         "static_decode.py); continuous: one batch whose ended rows are refilled with the next prompts (worker/"
-        "continuous_decode.py); generate: transformers' generate(). auto = static, generate for remote model code."
+        "continuous_decode.py); generate: transformers' generate(). auto = continuous, generate for remote model code."
     )
     cuda_graphs: bool = Field(
         True, description="Record each decoding run's step as a CUDA graph and replay it (worker/cuda_graphs.py); "

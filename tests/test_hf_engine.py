@@ -17,7 +17,9 @@ from models.settings import load_settings  # noqa: E402
 from tests.lora import ATTENTION, save_lora  # noqa: E402
 from models.windows import Window  # noqa: E402
 from worker.batching import Prompt  # noqa: E402
+from worker.continuous_decode import ContinuousDecoder  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
+from worker.static_decode import StaticDecoder  # noqa: E402
 
 EXAMPLES = load_demo_examples()
 
@@ -72,7 +74,7 @@ def test_batches_bounded_by_count_and_kv_tokens(demo_model) -> None:
 
 
 def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = make_engine(demo_model[0], max_batch_size=8)
+    engine = make_engine(demo_model[0], max_batch_size=8, decode_loop="static")
     real_decode = engine.decoder.decode
     attempted: list[int] = []
 
@@ -90,7 +92,7 @@ def test_out_of_memory_splits_the_batch_and_loses_nothing(demo_model, monkeypatc
 
 
 def test_single_document_out_of_memory_is_failed_with_reason(demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = make_engine(demo_model[0])
+    engine = make_engine(demo_model[0], decode_loop="static")
 
     def always_oom(request):  # type: ignore[no-untyped-def]
         raise torch.cuda.OutOfMemoryError("injected")
@@ -98,6 +100,32 @@ def test_single_document_out_of_memory_is_failed_with_reason(demo_model, monkeyp
     monkeypatch.setattr(engine.decoder, "decode", always_oom)
     results = engine.extract(["刘德华的妻子是朱丽倩", "《三体》是刘慈欣创作的长篇科幻小说"])
     assert all(r.error and r.error.startswith("out of GPU memory on a single prompt") for r in results)
+
+
+def test_out_of_memory_in_a_continuous_batch_falls_back_to_splitting_batches(
+        demo_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(demo_model[0], max_batch_size=8)  # the default loop: continuous
+    assert engine.continuous
+    streamed: list[int] = []
+    attempted: list[int] = []
+    real_decode = StaticDecoder.decode
+
+    def stream_out_of_memory(self, source, **arguments):  # type: ignore[no-untyped-def]
+        streamed.append(arguments["rows"])
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        yield  # (a generator, as the real one)
+
+    def decode_fitting_two(self, request):  # type: ignore[no-untyped-def]
+        attempted.append(request.input_ids.shape[0])
+        if request.input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_decode(self, request)
+
+    monkeypatch.setattr(ContinuousDecoder, "stream", stream_out_of_memory)
+    monkeypatch.setattr(StaticDecoder, "decode", decode_fitting_two)
+    results = engine.extract([text for text, _ in EXAMPLES[:8]])
+    assert streamed == [8] and attempted[0] == 8 and max(attempted[1:]) <= 4
+    assert [r.triplets for r in results] == [gold for _, gold in EXAMPLES[:8]]
 
 
 def test_four_bit_nf4_path_finds_the_gold_triplets_on_cpu() -> None:

@@ -118,6 +118,7 @@ def narrower(width: int, held: int, smallest: int = NARROWEST) -> int:
 
 class ContinuousDecoder(CachedDecoder):
     narrowest = NARROWEST  # rows a draining batch keeps at least
+
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
             device: torch.device) -> Iterator[tuple[int, list[int]]]:

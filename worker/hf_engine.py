@@ -147,8 +147,8 @@ class HuggingFaceEngine:
 
     @property
     def continuous(self) -> bool:
-        """Continuous batching (remote model code may only decode through ``generate``)."""
-        return self.config.decode_loop == "continuous" and not self.remote_code
+        """Continuous batching, the default (remote model code may only decode through ``generate``)."""
+        return self.config.decode_loop in ("auto", "continuous") and not self.remote_code
 
     def forced_lengths(self, prompts: Sequence[Prompt]) -> list[int] | None:
         """Benchmarks only (a benchmark replaces this to force answer lengths); None in production."""
