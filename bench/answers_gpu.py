@@ -71,6 +71,16 @@ def timed(engine: HuggingFaceEngine, loop: str, prompts: list, lengths: list[int
     return {"seconds": seconds, "peak_gib": peak, "slot_efficiency": sum(lengths) / slots}
 
 
+def variant_engine(engine: HuggingFaceEngine, variant: str, batch: int) -> tuple[HuggingFaceEngine, str]:
+    """The engine configured as ``variant`` says (a decode loop, then options), and its loop."""
+    loop, *options = variant.split("-")
+    looped = engine.with_config(decode_loop=loop, cuda_graphs="eager" not in options,
+                                share_prefix="unshared" not in options)
+    if loop == "continuous":  # `-wide`: every row runs every step, even once the batch drains
+        looped.continuous_decoder.narrowest = batch if "wide" in options else NARROWEST
+    return looped, loop
+
+
 def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
     return engine.continuous_decoder if loop == "continuous" else engine.decoder
 
@@ -102,11 +112,8 @@ def main() -> None:
         prompts = [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(texts)]
         report["prompt_tokens_mean"] = sum(len(prompt.ids) for prompt in prompts) / len(prompts)
         for variant in args.variants.split(","):
-            loop, *options = variant.split("-")
-            graphs, shared = "eager" not in options, "unshared" not in options
-            looped = engine.with_config(decode_loop=loop, cuda_graphs=graphs, share_prefix=shared)
-            if loop == "continuous":  # `-wide`: every row runs every step, even once the batch drains
-                looped.continuous_decoder.narrowest = args.batch if "wide" in options else NARROWEST
+            looped, loop = variant_engine(engine, variant, args.batch)
+            graphs, shared = looped.config.cuda_graphs, looped.config.share_prefix
             warm = max(1, min(args.batch, len(prompts)))
             timed(looped, loop, prompts[:warm], [mean] * warm)  # allocate and compile before timing
             for mode in args.answers.split(","):
