@@ -265,18 +265,21 @@ def check_fleet_row(row: dict[str, Any], folder: Path) -> None:
 
 
 def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any]) -> None:
-    """Append a row with its ratios: to the engine alone × its GPUs, and to the 1-GPU fleet."""
+    """Append a row with its ratios: to the engine alone × its GPUs (end_to_end_ratio), to the 1-GPU fleet (scaling)."""
     rows = report["rows"]
     engine = next((r for r in rows if r["variant"] == "engine alone" and r["answers"] == row["answers"]), None)
     one = next((r for r in rows if r["variant"] == row["variant"] == "celery fleet" and r["gpus"] == 1
                 and r["answers"] == row["answers"]), None)
+    row.update(card=report["card"], precision=report["precision"], batch=args.group)
+    if row["variant"] == "celery fleet":
+        row["groups"] = args.groups_per_gpu * row["gpus"]
     if engine and row is not engine:
-        row["ratio_to_engine"] = row["docs_per_s"] / (engine["docs_per_s"] * row["gpus"])
+        row["end_to_end_ratio"] = row["docs_per_s"] / (engine["docs_per_s"] * row["gpus"])
     if one and row["gpus"] > 1:
-        row["ratio_to_1_gpu"] = row["docs_per_s"] / one["docs_per_s"]
+        row["scaling"] = row["docs_per_s"] / one["docs_per_s"]
     rows.append(row)
     print(f"  {row['variant']:<13} {row['gpus']} GPU {row['answers']:<6} {row['docs_per_s']:9.2f} docs/s"
-          f"  {row.get('ratio_to_engine', 1):.1%} of the engine alone", flush=True)
+          f"  {row.get('end_to_end_ratio', 1):.1%} of the engine alone", flush=True)
     save(report, args.out)  # partial results survive a run cut short
 
 
@@ -288,8 +291,8 @@ def print_table(report: dict[str, Any]) -> None:
           f"{'x 1 GPU':>9}  counts")
     for row in report["rows"]:
         print(f"{row['variant']:<14}{row['gpus']:>5}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
-              f"{row['docs_per_s']:>9.2f}{row.get('ratio_to_engine', float('nan')):>10.1%}"
-              f"{row.get('ratio_to_1_gpu', float('nan')):>9.2f}  {row.get('counts', '')}")
+              f"{row['docs_per_s']:>9.2f}{row.get('end_to_end_ratio', float('nan')):>10.1%}"
+              f"{row.get('scaling', float('nan')):>9.2f}  {row.get('counts', '')}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -141,19 +141,29 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
             )
         )
     now = utcnow()
+    created_at = triplet_rows.timestamp(session, now)
     rows = [row for outcome in done for row in triplet_rows.document_rows(
         outcome.document_id, outcome.text, outcome.triplets, outcome.spans, model=model, adapter=adapter,
-        prompt_version=prompt_version, created_at=now)]
+        prompt_version=prompt_version, created_at=created_at)]
     triplet_rows.insert_triplets(session, rows)
-    session.execute(update(Document), [
-        {"id": outcome.document_id, "finished_at": now, "status": Status.done, "error": None,
+    # one executemany of one Core statement: the ORM's bulk update by primary key spent ~30 µs a
+    # document on bookkeeping, a sixth of a group's store time (2-core machine, profiled)
+    session.connection().execute(_FINISH_DOCUMENT, [
+        {"key": outcome.document_id, "finished_at": now, "status": Status.done, "error": None,
          "warning": outcome.warning, "raw_output": None, "rejected": list(outcome.rejected) or None}
         if outcome.error is None else
-        {"id": outcome.document_id, "finished_at": now, "status": Status.failed, "error": outcome.error,
+        {"key": outcome.document_id, "finished_at": now, "status": Status.failed, "error": outcome.error,
          "warning": None, "raw_output": outcome.raw_output, "rejected": None}
         for outcome in outcomes
     ])
     return Recorded(len(rows), fenced)
+
+
+_FINISH_DOCUMENT = (
+    update(Document.__table__).where(Document.__table__.c.id == bindparam("key"))
+    .values({column: bindparam(column) for column in
+             ("finished_at", "status", "error", "warning", "raw_output", "rejected")})
+)
 
 
 def record_failure(session: Session, *, document_id: int, reason: str, raw_output: str | None = None) -> None:

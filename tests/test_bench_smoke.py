@@ -90,7 +90,7 @@ def test_scale_benchmark_runs_a_worker_fleet_beside_the_engine_on_cpu(tmp_path: 
     fleet = rows["celery fleet"]
     assert fleet["counts"]["pending"] == fleet["counts"]["running"] == 0
     assert sum(fleet["counts"].values()) == fleet["docs"] == 12
-    assert fleet["ratio_to_engine"] > 0
+    assert fleet["end_to_end_ratio"] > 0 and fleet["groups"] == 3 and fleet["card"]
     # The hook acts in the worker processes: unforced (TRIPLETS_MIN_NEW_TOKENS=0), this random model's
     # answers run to TRIPLETS_MAX_NEW_TOKENS (all 12 with the hook left out), and the store names each such
     # answer in its document's error; forced to the drawn lengths, only those drawn at the maximum get there.
