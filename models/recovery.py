@@ -6,7 +6,7 @@ Keyword-only functions over a Session, like ``models.store``; callers own the tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from models.claims import CANCELLED
 from models.errors import NotFoundError
 from models.store import get_job, unfinished_document_ids
-from models.tables import Document, Job, Status, TripletRow
+from models.tables import Document, Job, Status, TripletRow, as_utc
 from models.workers import database_now
 
 
@@ -101,7 +101,7 @@ def requeue_failed(session: Session, *, job_id: int) -> list[int]:
         {"id": row.id, "status": Status.pending, "attempts": 0, "crashes_alone": 0, "claim_size": None,
          "owner": None, "error": None, "raw_output": None, "started_at": None, "finished_at": None,
          "history": [*(row.history or []), {"status": Status.failed.value, "error": row.error,
-                                            "attempts": row.attempts, "at": _aware(row.finished_at or now).isoformat()}]}
+                                            "attempts": row.attempts, "at": as_utc(row.finished_at or now).isoformat()}]}
         for row in failed
     ])
     return [row.id for row in failed]
@@ -115,8 +115,3 @@ def get_document(session: Session, *, document_id: int) -> tuple[Document, list[
     triplets = list(session.scalars(
         select(TripletRow).where(TripletRow.document_id == document_id).order_by(TripletRow.id)))
     return document, triplets
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

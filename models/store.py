@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models.errors import NotFoundError
-from models.tables import FINISHED, Document, Job, Status, TripletRow, utcnow
+from models.tables import FINISHED, Document, Job, Status, TripletRow, as_utc, utcnow
 from models import triplet_rows
 from models.triplet import Span, Triplet
 
@@ -220,7 +220,7 @@ def rate_and_eta(counts: dict[str, int], first_start: datetime | None,
     finished = counts[Status.done.value] + counts[Status.failed.value]
     if not (finished and first_start and last_finish):
         return None, None
-    elapsed = (_aware(last_finish) - _aware(first_start)).total_seconds()
+    elapsed = (as_utc(last_finish) - as_utc(first_start)).total_seconds()
     if elapsed <= 0:
         return None, None
     rate = finished / elapsed
@@ -252,8 +252,3 @@ def _finish(
         .where(Document.id.in_(document_ids))
         .values(status=status, error=error, raw_output=raw_output, rejected=rejected, finished_at=utcnow())
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

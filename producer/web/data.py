@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from models.errors import InputError, NotFoundError
 from models.recovery import job_summaries
 from models.store import rate_and_eta
-from models.tables import Document, Status
+from models.tables import Document, Status, as_utc
 from models.triplet_query import TripletFilter, find_triplets, neighbors
 from producer.web.highlight import segments, spans_of
 
@@ -19,13 +19,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def _iso(moment: datetime | None) -> str | None:
-    moment = _aware(moment)
+    moment = as_utc(moment)
     return moment.isoformat(timespec="seconds") if moment else None
 
 
