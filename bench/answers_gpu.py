@@ -35,6 +35,7 @@ from devkit.synth import generate_examples  # noqa: E402
 from models.prompt import format_answer  # noqa: E402
 from worker.continuous_decode import NARROWEST  # noqa: E402
 from worker.hf_engine import HuggingFaceEngine  # noqa: E402
+from worker.loader import cast_adapters, compute_dtype  # noqa: E402
 
 # Triplets per sentence, DuIE-like: most sentences state one or two facts, a few a dozen or more.
 TRIPLETS_PER_SENTENCE = {0: 0.08, 1: 0.40, 2: 0.22, 3: 0.12, 4: 0.07, 5: 0.04, 6: 0.025, 7: 0.015, 8: 0.01,
@@ -74,6 +75,8 @@ def timed(engine: HuggingFaceEngine, loop: str, prompts: list, lengths: list[int
 def variant_engine(engine: HuggingFaceEngine, variant: str, batch: int) -> tuple[HuggingFaceEngine, str]:
     """The engine configured as ``variant`` says (a decode loop, then options), and its loop."""
     loop, *options = variant.split("-")
+    # `-lora32`: the adapter as peft keeps it, in fp32 (a worker casts it to the base's compute dtype)
+    cast_adapters(engine.model, torch.float32 if "lora32" in options else compute_dtype(str(engine.device)))
     looped = engine.with_config(decode_loop=loop, cuda_graphs="eager" not in options,
                                 share_prefix="unshared" not in options)
     if loop == "continuous":  # `-wide`: every row runs every step, even once the batch drains
@@ -87,7 +90,8 @@ def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
 
 def main() -> None:
     # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph,
-    # `-unshared` for every prompt prefilled whole (no shared prefix), `-wide` for a batch that never narrows
+    # `-unshared` for every prompt prefilled whole (no shared prefix), `-wide` for a batch that never narrows,
+    # `-lora32` for the LoRA in fp32
     parser = bench_parser(__doc__, "answers.json", variants="static-unshared,static,continuous-unshared,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
@@ -117,11 +121,14 @@ def main() -> None:
             warm = max(1, min(args.batch, len(prompts)))
             timed(looped, loop, prompts[:warm], [mean] * warm)  # allocate and compile before timing
             for mode in args.answers.split(","):
-                result = timed(looped, loop, prompts, lengths[mode])
+                # the answer limit a user would set: fixedN's N, else the longest DuIE-like answer (a
+                # row reserves that many cache slots, so it sets how many rows fit the budget)
+                limit = max(duie) if mode in ("fixed", "duie") else lengths[mode][0]
+                result = timed(looped.with_config(max_new_tokens=limit), loop, prompts, lengths[mode])
                 row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "share_prefix": shared,
                        "shared_prefix_tokens": looped_decoder(looped, loop).last_shared_prefix,
                        "widths": looped.continuous_decoder.last_widths if loop == "continuous" else None,
-                       "answers": mode, "precision": precision, "batch": args.batch,
+                       "answers": mode, "max_new_tokens": limit, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],
                        "answer_tokens_per_s": sum(lengths[mode]) / result["seconds"]}

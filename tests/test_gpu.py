@@ -89,3 +89,23 @@ def test_cuda_graph_decoding_answers_exactly_as_eager_decoding(tmp_path: Path, l
     assert len({len(a) for a in answers}) > 1  # rows ended at different steps
     if loop == "continuous":  # one graph per width, recorded into one shared memory pool
         assert len(set(decoder.last_widths)) >= 3
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_cuda_graphs_record_on_a_worker_of_the_second_gpu(tmp_path: Path) -> None:
+    """A worker started with --device cuda:1 records its decode step there (run E's worker on cuda:1
+    failed to record and decoded eagerly), and answers as it does eagerly."""
+    lora = save_lora(demo_model_path(), tmp_path / "lora", b_std=0.02, targets=ATTENTION)
+    texts = [text for text, _ in HELD_OUT[:32]]
+    common = {"adapter": lora, "precision": "4bit", "max_batch_size": 16, "max_new_tokens": 48,
+              "decode_loop": "continuous", "device": "cuda:1"}
+    try:
+        expected = [r.raw for r in _engine(cuda_graphs=False, **common).extract(texts)]
+        graphed = _engine(cuda_graphs=True, **common)
+        assert all(p.dtype == torch.bfloat16 for n, p in graphed.model.named_parameters() if "lora_" in n)
+        answers = [r.raw for r in graphed.extract(texts)]
+        assert graphed.continuous_decoder.last_graph_failure is None
+        assert graphed.continuous_decoder.last_graph_recorded
+        assert answers == expected
+    finally:
+        torch.cuda.set_device(0)

@@ -241,3 +241,19 @@ def test_kv_budget_of_a_chatglm3_shape_fits_the_measured_batch() -> None:
     assert kv_token_budget(chatglm3, four_bit_weights, 40.0) > 2 * budget
     with pytest.raises(ConfigError, match="TRIPLETS_GPU_MEMORY_BUDGET_GIB"):
         kv_token_budget(chatglm3, four_bit_weights, 4.0)
+
+
+def test_an_inference_adapter_is_cast_to_the_compute_dtype_and_still_applied(demo_model, tmp_path: Path) -> None:
+    from worker.loader import attach_adapter, load_model
+
+    lora = save_lora(demo_model[0], tmp_path / "lora", b_std=0.02, targets=ATTENTION)
+    tokenizer, base = load_model(demo_model[0], device="cpu", precision="bf16")
+    ids = tokenizer("《娘家的故事第二部》是张玲执导", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        plain = base(input_ids=ids).logits.float()
+    model = attach_adapter(base, lora, merge=False, dtype=torch.bfloat16)
+    lora_weights = {name: p.dtype for name, p in model.named_parameters() if "lora_" in name}
+    assert lora_weights and set(lora_weights.values()) == {torch.bfloat16}
+    with torch.inference_mode():
+        adapted = model(input_ids=ids).logits
+    assert (adapted.float() - plain).abs().max() > 0.01  # the adapter still changes the answer

@@ -25,7 +25,8 @@ from worker.batching import Prompt, batch_token_limit, plan_batches
 from worker.continuous_decode import ContinuousDecoder, Job, ListSource, cache_length
 from worker.decoding import DecodeRequest, Decoder, GenerateDecoder
 from worker.engine import EngineConfig, Finished
-from worker.loader import attach_adapter, check_model_folder, load_model, resolve_device, resolve_precision
+from worker.loader import (attach_adapter, check_model_folder, compute_dtype, load_model, resolve_device,
+                           resolve_precision)
 from worker.prompting import PromptBuilder
 from worker.static_decode import CachedDecoder, StaticDecoder
 
@@ -76,7 +77,7 @@ class HuggingFaceEngine:
                 adapter = check_adapter_folder(settings.adapter)
             except ConfigError as exc:
                 raise ConfigError(f"TRIPLETS_ADAPTER: {exc}") from None
-            model = attach_adapter(model, adapter, merge=precision != "4bit")
+            model = attach_adapter(model, adapter, merge=precision != "4bit", dtype=compute_dtype(device))
         log.info("loaded %s (%s, %s) adapter=%s", path, device, precision, settings.adapter)
         return cls(tokenizer, model, config=EngineConfig.from_settings(settings), schema=load_schema(settings.schema_path),
                    template=get_template(settings.prompt_version), model_id=model_key(path),
@@ -99,7 +100,8 @@ class HuggingFaceEngine:
         if self.fixed_adapter:
             raise ConfigError("TRIPLETS_ADAPTER fixes this worker's adapter; unset it to follow promotions")
         if adapter_id not in getattr(self.model, "peft_config", {}):
-            self.model = attach_adapter(self.model, path, merge=False, adapter_name=adapter_id)
+            self.model = attach_adapter(self.model, path, merge=False, adapter_name=adapter_id,
+                                        dtype=compute_dtype(str(self.device)))
         self.model.set_adapter(adapter_id)
         self.model.eval()
         log.info("switched to adapter %s", adapter_id)
@@ -174,13 +176,14 @@ class HuggingFaceEngine:
                           progress: Callable[[], None] = lambda: None) -> list[WindowOutput]:
         """All prompts' outputs through one continuously refilled batch (``forced_lengths``: benchmarks only).
 
-        Its rows are as many as the KV-token budget holds at the longest prompt's width; on CUDA
-        out-of-memory the prompts go through planned static batches instead, which split.
+        Its rows are as many as the KV-token budget holds at the longest prompt's width plus
+        ``max_new_tokens``, as a worker's are (forced lengths end rows, they do not size them); on
+        CUDA out-of-memory the prompts go through planned static batches instead, which split.
         """
         if not prompts:
             return []
         jobs = self.jobs(prompts, range(len(prompts)), forced_lengths)
-        length = cache_length(jobs)
+        length = cache_length(jobs, answer_tokens=self.config.max_new_tokens)
         answers: dict[int, list[int]] = {}
         try:
             for key, tokens in self.continuous_decoder.stream(ListSource(jobs), **self.stream_arguments(length)):

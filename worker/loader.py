@@ -105,11 +105,13 @@ def _keep_packable_cpu_layers(model: Any) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def attach_adapter(model: Any, adapter: Path, *, merge: bool, adapter_name: str = "default") -> Any:
+def attach_adapter(model: Any, adapter: Path, *, merge: bool, adapter_name: str = "default",
+                   dtype: torch.dtype | None = None) -> Any:
     """``model`` with the LoRA adapter at ``adapter`` (safetensors only), merged into it if ``merge``.
 
     Merged weights skip the LoRA matmuls on every step; a 4-bit base cannot be merged into.
-    A model that already carries adapters gets this one beside them.
+    A model that already carries adapters gets this one beside them. With ``dtype`` (inference on a
+    4-bit base), the adapters are cast to it: see ``cast_adapters``.
     """
     from peft import PeftModel
 
@@ -121,7 +123,23 @@ def attach_adapter(model: Any, adapter: Path, *, merge: bool, adapter_name: str 
             model = PeftModel.from_pretrained(model, adapter, adapter_name=adapter_name, is_trainable=False)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load adapter from {adapter}: {_first_line(exc)}") from exc
-    return model.merge_and_unload() if merge else model
+    if merge:
+        return model.merge_and_unload()
+    if dtype is not None:
+        cast_adapters(model, dtype)
+    return model
+
+
+def cast_adapters(model: Any, dtype: torch.dtype) -> None:
+    """Every LoRA weight of ``model`` in ``dtype``, for inference.
+
+    peft keeps adapters in fp32, and on a bf16 base it casts each projection's input to fp32 and
+    the update back: two small fp32 GEMMs and two casts per projection and step (~3 ms of a 46 ms
+    step at batch 1,024 on an H200). In bf16 the update is rounded as the base's own output is.
+    """
+    for name, parameter in model.named_parameters():
+        if "lora_" in name and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
 
 
 def _first_line(exc: BaseException) -> str:
