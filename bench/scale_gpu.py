@@ -59,9 +59,6 @@ def parse_args() -> argparse.Namespace:
                         help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="the decode step as a CUDA graph")
-    parser.add_argument("--loop-switch-ms", type=lambda s: [float(n) for n in s.split(",")], default=[0.5],
-                        help="the workers' TRIPLETS_LOOP_SWITCH_INTERVAL_MS; a list runs the smallest fleet once "
-                             "per value (the others with the first), to compare them in one run")
     parser.add_argument("--logs", type=Path, help="copy the workers' logs here (they go with the run's temp folder)")
     args = parser.parse_args()
     if not set(args.answers) <= set(MODES):
@@ -97,9 +94,7 @@ def main() -> None:
                   "max_new_tokens": limit, "min_new_tokens": 0, "decode_loop": args.decode_loop,
                   "cuda_graphs": report["cuda_graphs"], "tasks_in_flight": args.tasks_in_flight}
         for gpus in args.gpus if "fleet" in args.variants.split(",") else ():
-            for switch in args.loop_switch_ms if gpus == min(args.gpus) else args.loop_switch_ms[:1]:
-                run_fleet(args, report, gpus, device, {**values, "loop_switch_interval_ms": switch}, texts,
-                          lengths, forced, Path(tmp))
+            run_fleet(args, report, gpus, device, values, texts, lengths, forced, Path(tmp))
     print_table(report)
     save(report, args.out)
 
@@ -158,7 +153,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
     from models.settings import load_settings
     from producer.queue import extract_sender
 
-    folder = tmp / f"fleet-{gpus}-{values['loop_switch_interval_ms']}ms"
+    folder = tmp / f"fleet-{gpus}"
     folder.mkdir()
     server = ValkeyServer()
     server.start()
@@ -180,7 +175,6 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                 stats = job_stats(sessions, job_id)
                 add_row(args, report, {
                     "variant": "celery fleet", "gpus": gpus, "answers": mode, "docs": docs, "seconds": seconds,
-                    "loop_switch_interval_ms": values["loop_switch_interval_ms"],
                     "docs_per_s": docs / seconds, "busy_seconds": busy["worker_seconds"], "counts": counts,
                     "failures": busy["failures"], "docs_per_worker": stats["docs_per_worker"],
                     "warmup_docs_per_worker": job_stats(sessions, warmup)["docs_per_worker"],  # a cold worker?
@@ -192,7 +186,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             for log_file in folder.glob("worker-*.log"):
-                shutil.copy(log_file, args.logs / f"{folder.name}-{log_file.name}")
+                shutil.copy(log_file, args.logs / f"fleet{gpus}-{log_file.name}")
 
 
 def worker_env(values: dict[str, Any], forced: Path) -> dict[str, str]:
@@ -275,8 +269,7 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     rows = report["rows"]
     engine = next((r for r in rows if r["variant"] == "engine alone" and r["answers"] == row["answers"]), None)
     one = next((r for r in rows if r["variant"] == row["variant"] == "celery fleet" and r["gpus"] == 1
-                and r["answers"] == row["answers"]
-                and r["loop_switch_interval_ms"] == row["loop_switch_interval_ms"]), None)
+                and r["answers"] == row["answers"]), None)
     row.update(card=report["card"], precision=report["precision"], batch=args.group)
     if row["variant"] == "celery fleet":
         row["groups"] = args.groups_per_gpu * row["gpus"]
@@ -285,8 +278,7 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     if one and row["gpus"] > 1:
         row["scaling"] = row["docs_per_s"] / one["docs_per_s"]
     rows.append(row)
-    print(f"  {row['variant']:<13} {row['gpus']} GPU {row.get('loop_switch_interval_ms', '')!s:>4} {row['answers']:<6}"
-          f" {row['docs_per_s']:9.2f} docs/s"
+    print(f"  {row['variant']:<13} {row['gpus']} GPU {row['answers']:<6} {row['docs_per_s']:9.2f} docs/s"
           f"  {row.get('end_to_end_ratio', 1):.1%} of the engine alone", flush=True)
     save(report, args.out)  # partial results survive a run cut short
 
@@ -295,11 +287,10 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"\n{report['card']} · {report['shape']} · {report['precision']} · {report['decode_loop']} · "
           f"{report['groups_per_gpu']} groups of {report['group']} per GPU, {report['tasks_in_flight']} in flight · "
           f"answers: mean {report['answer_tokens_mean']:.1f}, max {report['answer_tokens_max']} tokens")
-    print(f"{'variant':<14}{'gpus':>5}{'switch':>7}{'answers':>8}{'docs':>7}{'seconds':>9}{'docs/s':>9}"
-          f"{'x engine':>10}{'x 1 GPU':>9}  counts")
+    print(f"{'variant':<14}{'gpus':>5}{'answers':>8}{'docs':>7}{'seconds':>9}{'docs/s':>9}{'x engine':>10}"
+          f"{'x 1 GPU':>9}  counts")
     for row in report["rows"]:
-        switch = f"{row['loop_switch_interval_ms']}ms" if "loop_switch_interval_ms" in row else ""
-        print(f"{row['variant']:<14}{row['gpus']:>5}{switch:>7}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
+        print(f"{row['variant']:<14}{row['gpus']:>5}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
               f"{row['docs_per_s']:>9.2f}{row.get('end_to_end_ratio', float('nan')):>10.1%}"
               f"{row.get('scaling', float('nan')):>9.2f}  {row.get('counts', '')}")
 

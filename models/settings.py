@@ -80,10 +80,6 @@ class Settings(BaseSettings):
         2, gt=0, description="Queue messages an extraction worker works on at once: their documents share its one "
         "GPU loop, so the GPU decodes while the other tasks claim, tokenise, parse and store."
     )
-    loop_switch_interval_ms: float = Field(
-        0.5, gt=0, description="How soon the GPU loop's thread gets the interpreter back from the tasks' threads "
-        "(Python's switch interval; its default, 5 ms, can hold a decode step behind a task that parses or stores)."
-    )
     task_group_size: int = Field(
         1024, gt=0, description="Document ids per queue message; match max_batch_size to keep a GPU fed."
     )

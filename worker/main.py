@@ -61,9 +61,6 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
         from worker.hf_engine import HuggingFaceEngine
         from worker.pipeline import AdapterFollower, check_engine
 
-        # Python hands the interpreter between threads every switch interval: a decode step that has
-        # waited on the GPU may wait that long again behind a task's parsing before it launches the next
-        sys.setswitchinterval(settings.loop_switch_interval_ms / 1000)
         runtime.engine = EngineLoop(HuggingFaceEngine.from_settings(settings), on_progress=runtime.touch)
         runtime.follower = AdapterFollower(settings)
         runtime.follower.follow(runtime.engine, sessions, strict=True, retry=runtime.store)
