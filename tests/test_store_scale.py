@@ -152,3 +152,20 @@ def test_store_benchmark_runs_on_both_stores(tmp_path: Path) -> None:
             assert 0 < values[f"{name} p50 ms"] <= values[f"{name} p95 ms"]
         assert values["store size GB"] >= 0
     assert "subject lookup (typical entity) p95 ms" in result.stdout
+
+
+def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_path: Path) -> None:
+    out = tmp_path / "layouts.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_layouts.py"), "--triplets", "6000", "--out", str(out),
+         "--scratch", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10"]
+    assert all(row["triplets"] >= 6000 and row["rows_per_s"] > 0 for row in rows)
+    assert list(tmp_path.glob("triplets-layouts-*")) == []  # its SQLite files went with it
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "store_layouts.py"), "--variants", "store,btree"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--variants: unknown btree" in bad.stderr

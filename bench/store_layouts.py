@@ -1,0 +1,133 @@
+"""Where the store's insert rate goes: SQLite's raw insert of triplet rows under layout variants, side by side.
+
+``bench/store.py`` times the whole write path (``record_outcomes``). This one isolates what the
+database does with the rows: the same synthetic groups (``bench.store.Corpus``, rows built by
+``models.triplet_rows.document_rows``, ~3,000 rows a group of 1,024 documents) go into a fresh
+SQLite file per variant through one ``executemany`` and one commit per group, as a worker's
+store call does, and only those two calls are timed. The table is the store's own
+(``models.tables``, its indexes), changed as each variant says:
+
+- ``store``: as the store is (models/db.py's pragmas: WAL, 64 MiB cache, 64 Ki-page checkpoints);
+- ``no-text-indexes``: without the subject and (object, predicate) indexes;
+- ``int-fingerprint``: the idempotency key an 8-byte integer instead of 64 hex characters;
+- ``cache-1g``: a 1 GiB page cache instead of 64 MiB;
+- ``commit-10``: one commit per 10 groups.
+
+    python bench/store_layouts.py --triplets 3000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
+from sqlalchemy.schema import CreateIndex, CreateTable  # noqa: E402
+
+from bench.store import EXTRACTOR, Corpus, machine  # noqa: E402
+from models import db  # noqa: E402
+from models.tables import TripletRow  # noqa: E402
+from models.triplet_rows import _INSERT, document_rows  # noqa: E402
+
+VARIANTS = ("store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10")
+TEXT_INDEXES = ("ix_triplets_subject", "ix_triplets_object_predicate")
+
+
+def schema(variant: str) -> list[str]:
+    """The store's CREATE statements for ``triplets`` (no foreign key: no documents table here)."""
+    dialect = sqlite_dialect.dialect()
+    table = str(CreateTable(TripletRow.__table__).compile(dialect=dialect))
+    table = re.sub(r",\s*\)\s*$", "\n)", "\n".join(line for line in table.splitlines() if "FOREIGN KEY" not in line))
+    if variant == "int-fingerprint":
+        table = table.replace("fingerprint VARCHAR(64)", "fingerprint INTEGER")
+    indexes = [str(CreateIndex(index).compile(dialect=dialect)) for index in TripletRow.__table__.indexes
+               if not (variant == "no-text-indexes" and index.name in TEXT_INDEXES)]
+    return [table, *indexes]
+
+
+def connect(path: Path, variant: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None)
+    db._tune_sqlite(connection, None)  # the store's own pragmas
+    if variant == "cache-1g":
+        connection.execute("PRAGMA cache_size=-1048576")
+    return connection
+
+
+def rows_of(corpus: Corpus, first_document: int, variant: str) -> list[tuple]:
+    rows = []
+    for offset, (text, _, found) in enumerate(corpus.group(1024)):
+        rows += document_rows(first_document + offset, text, found, None, created_at="2026-11-30 12:00:00+00:00",
+                              **EXTRACTOR)
+    if variant == "int-fingerprint":
+        rows = [(*row[:13], int(row[13][:16], 16) - 2**63, row[14]) for row in rows]
+    return rows
+
+
+def run(variant: str, triplets: int, folder: Path, seed: int) -> dict[str, object]:
+    path = folder / f"{variant}.db"
+    connection = connect(path, variant)
+    for statement in schema(variant):
+        connection.execute(statement)
+    corpus = Corpus(max(triplets // 10, 100), seed)
+    every = 10 if variant == "commit-10" else 1
+    stored, groups, seconds, per_million, mark = 0, 0, 0.0, [], (0, 0.0)
+    while stored < triplets:
+        rows = rows_of(corpus, groups * 1024, variant)
+        started = time.perf_counter()
+        if groups % every == 0:
+            connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(_INSERT, rows)
+        groups += 1
+        if groups % every == 0 or stored + len(rows) >= triplets:
+            connection.execute("COMMIT")
+        seconds += time.perf_counter() - started
+        stored += len(rows)
+        if stored - mark[0] >= 1_000_000 or stored >= triplets:
+            per_million.append(round((stored - mark[0]) / (seconds - mark[1])))
+            mark = (stored, seconds)
+    connection.close()
+    size = sum(p.stat().st_size for p in folder.glob(f"{variant}.db*")) / 1e9
+    for leftover in folder.glob(f"{variant}.db*"):
+        leftover.unlink()
+    return {"variant": variant, "triplets": stored, "rows_per_s": round(stored / seconds),
+            "rows_per_s_per_million": per_million, "size_gb": round(size, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--triplets", type=int, default=3_000_000)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "store_layouts.json")
+    parser.add_argument("--scratch", type=Path, default=None, help="where the SQLite files go (default: a temp dir)")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))} (expected some of {', '.join(VARIANTS)})")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="triplets-layouts-", dir=args.scratch) as folder:
+        for variant in variants:  # one after the other: they share this machine's cores
+            rows.append(run(variant, args.triplets, Path(folder), args.seed))
+            print(f"  {variant:<18} {rows[-1]['rows_per_s']:>9,} rows/s  per million: "
+                  f"{rows[-1]['rows_per_s_per_million']}", flush=True)
+    base = rows[0]["rows_per_s"]
+    print(f"\n{'variant':<18}{'rows/s':>10}{'last million':>14}{'x first':>9}{'GB':>7}")
+    for row in rows:
+        print(f"{row['variant']:<18}{row['rows_per_s']:>10,}{row['rows_per_s_per_million'][-1]:>14,}"
+              f"{row['rows_per_s'] / base:>9.2f}{row['size_gb']:>7.2f}")
+    print(f"({args.triplets:,} triplets each; {machine()})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
