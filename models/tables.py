@@ -101,7 +101,7 @@ class TripletRow(Base):
         # alone. The predicate index costs less (48 values, rows append at each value's end: ~10 % of
         # the insert rate at 1 M rows) and keeps predicate counts (`stats`, `query --predicate`) off
         # the table. Types are not indexed: a dozen values, each matching a large share of the rows.
-        Index("ix_triplets_subject", "subject"),
+        Index("ix_triplets_subject", "subject", "id"),  # a subject's rows in id order (migration 0006)
         Index("ix_triplets_object_predicate", "object", "predicate"),
         Index("ix_triplets_predicate", "predicate"),
     )

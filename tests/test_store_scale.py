@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devkit.services import port_open
 from models import claims, store, triplet_rows
-from models.db import get_engine
+from models.db import get_engine, make_session_factory
 from models.migrate import alembic_config, upgrade
 from models.tables import Base, TripletRow
 from models.triplet import Span, Triplet
+from models.triplet_query import TripletFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACTOR = {"model": "tiny-glm", "adapter": "lora-1", "prompt_version": "v1"}
@@ -35,7 +36,7 @@ def _indexes(url: str, table: str) -> dict[str, list[str]]:
 
 def test_migrated_indexes_are_the_tables_indexes(database_url: str) -> None:
     triplets, documents = _indexes(database_url, "triplets"), _indexes(database_url, "documents")
-    assert triplets["ix_triplets_subject"] == ["subject"]
+    assert triplets["ix_triplets_subject"] == ["subject", "id"]
     assert triplets["ix_triplets_object_predicate"] == ["object", "predicate"]
     assert triplets["ix_triplets_predicate"] == ["predicate"]
     assert "ix_triplets_object" not in triplets  # (object, predicate) serves object lookups alone too
@@ -54,6 +55,39 @@ def test_migration_0005_downgrades_to_the_object_index_and_back(database_url: st
     assert "ix_documents_external_id" not in _indexes(database_url, "documents")
     upgrade(database_url)
     assert "ix_triplets_object_predicate" in _indexes(database_url, "triplets")
+
+
+def test_migration_0006_downgrades_to_the_subject_index_alone_and_back(database_url: str) -> None:
+    command.downgrade(alembic_config(database_url), "0005")
+    assert _indexes(database_url, "triplets")["ix_triplets_subject"] == ["subject"]
+    upgrade(database_url)
+    assert _indexes(database_url, "triplets")["ix_triplets_subject"] == ["subject", "id"]
+
+
+def _sorts_a_subjects_page(url: str) -> bool:
+    """Whether the plan of ``find_triplets``' page for one subject sorts the subject's rows (instead of
+    reading them in id order from an index). Scans of the whole table are ruled out: the table is tiny."""
+    from models import triplet_query
+
+    statement = triplet_query._records(TripletFilter(subject="张玲")).order_by(TripletRow.id).limit(100)
+    with make_session_factory(url)() as session:
+        connection = session.connection()
+        sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}"))
+            return "Sort" in plan
+        plan = "\n".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        return "TEMP B-TREE" in plan
+
+
+def test_a_subjects_page_comes_in_id_order_from_its_index(database_url: str) -> None:
+    assert not _sorts_a_subjects_page(database_url)
+    command.downgrade(alembic_config(database_url), "0005")
+    # before 0006, PostgreSQL sorted every row of the subject for each page; SQLite's index ended in the id
+    assert _sorts_a_subjects_page(database_url) == database_url.startswith("postgresql")
+    upgrade(database_url)
 
 
 def _documents(sessions: sessionmaker[Session], *texts: str) -> list[int]:
