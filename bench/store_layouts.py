@@ -11,7 +11,12 @@ store call does, and only those two calls are timed. The table is the store's ow
 - ``no-text-indexes``: without the subject and (object, predicate) indexes;
 - ``int-fingerprint``: the idempotency key an 8-byte integer instead of 64 hex characters;
 - ``cache-1g``: a 1 GiB page cache instead of 64 MiB;
-- ``commit-10``: one commit per 10 groups.
+- ``commit-10``: one commit per 10 groups;
+- ``checkpoint-1g``: WAL checkpoints every 256 Ki pages (1 GiB) instead of 64 Ki;
+- ``mmap``: the file read through a 4 GiB memory map;
+- ``sorted``: each group's rows in subject order;
+- ``no-journal``: no journal and no syncs at all. Unsafe (a crash can corrupt the file), so
+  never a store setting: it bounds what any journal or sync setting could give.
 
     python bench/store_layouts.py --triplets 3000000
 """
@@ -38,7 +43,8 @@ from models import db  # noqa: E402
 from models.tables import TripletRow  # noqa: E402
 from models.triplet_rows import _INSERT, document_rows  # noqa: E402
 
-VARIANTS = ("store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10")
+VARIANTS = ("store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10", "checkpoint-1g", "mmap", "sorted",
+            "no-journal")
 TEXT_INDEXES = ("ix_triplets_subject", "ix_triplets_object_predicate")
 
 
@@ -59,6 +65,14 @@ def connect(path: Path, variant: str) -> sqlite3.Connection:
     db._tune_sqlite(connection, None)  # the store's own pragmas
     if variant == "cache-1g":
         connection.execute("PRAGMA cache_size=-1048576")
+    elif variant == "checkpoint-1g":
+        connection.execute(f"PRAGMA wal_autocheckpoint={4 * db.SQLITE_AUTOCHECKPOINT_PAGES}")
+        connection.execute(f"PRAGMA journal_size_limit={4 * db.SQLITE_AUTOCHECKPOINT_PAGES * 4096}")
+    elif variant == "mmap":
+        connection.execute(f"PRAGMA mmap_size={4 * 2**30}")
+    elif variant == "no-journal":
+        connection.execute("PRAGMA journal_mode=OFF")
+        connection.execute("PRAGMA synchronous=OFF")
     return connection
 
 
@@ -69,6 +83,8 @@ def rows_of(corpus: Corpus, first_document: int, variant: str) -> list[tuple]:
                               **EXTRACTOR)
     if variant == "int-fingerprint":
         rows = [(*row[:13], int(row[13][:16], 16) - 2**63, row[14]) for row in rows]
+    elif variant == "sorted":
+        rows.sort(key=lambda row: row[1])
     return rows
 
 

@@ -197,7 +197,8 @@ def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10"]
+    assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10",
+                                                "checkpoint-1g", "mmap", "sorted", "no-journal"]
     assert all(row["triplets"] >= 6000 and row["rows_per_s"] > 0 for row in rows)
     assert list(tmp_path.glob("triplets-layouts-*")) == []  # its SQLite files went with it
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "store_layouts.py"), "--variants", "store,btree"],
