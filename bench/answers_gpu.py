@@ -81,6 +81,9 @@ def variant_engine(engine: HuggingFaceEngine, variant: str, batch: int) -> tuple
                                 share_prefix="unshared" not in options)
     if loop == "continuous":  # `-wide`: every row runs every step, even once the batch drains
         looped.continuous_decoder.narrowest = batch if "wide" in options else NARROWEST
+        # `-refillN`: a refill waits for N idle rows (fewer, larger prefills)
+        looped.continuous_decoder.refill_at_least = next(
+            (int(option.removeprefix("refill")) for option in options if option.startswith("refill")), 1)
     return looped, loop
 
 
@@ -91,7 +94,7 @@ def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
 def main() -> None:
     # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph,
     # `-unshared` for every prompt prefilled whole (no shared prefix), `-wide` for a batch that never narrows,
-    # `-lora32` for the LoRA in fp32
+    # `-lora32` for the LoRA in fp32, `-refillN` for refills that wait for N idle rows
     parser = bench_parser(__doc__, "answers.json", variants="static-unshared,static,continuous-unshared,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
@@ -128,6 +131,7 @@ def main() -> None:
                 row = {"variant": variant, "decode_loop": loop, "cuda_graphs": graphs, "share_prefix": shared,
                        "shared_prefix_tokens": looped_decoder(looped, loop).last_shared_prefix,
                        "widths": looped.continuous_decoder.last_widths if loop == "continuous" else None,
+                       "refills": looped.continuous_decoder.last_refills if loop == "continuous" else None,
                        "answers": mode, "max_new_tokens": limit, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],

@@ -69,6 +69,7 @@ def test_answers_benchmark_compares_fixed_and_duie_answers_on_cpu(tmp_path: Path
     # the template's instruction and schema are the prompts' shared prefix, unless a variant turns sharing off
     assert rows[("static", "fixed")]["shared_prefix_tokens"] > 0.5 * report["prompt_tokens_mean"]
     assert rows[("continuous-eager-unshared", "duie")]["shared_prefix_tokens"] == 0
+    assert rows[("continuous-eager", "duie")]["refills"] >= 3 and rows[("static", "duie")]["refills"] is None
     assert all(0 < row["slot_efficiency"] <= 1 and row["docs_per_s"] > 0 for row in rows.values())
     # answers of one length fill static batches; drawn lengths leave static rows idle, not refilled ones
     assert rows[("continuous-eager", "duie")]["slot_efficiency"] > rows[("static", "duie")]["slot_efficiency"]

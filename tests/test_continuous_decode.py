@@ -95,3 +95,18 @@ def test_a_draining_batch_narrows_then_widens_again_and_answers_as_static(demo_m
     assert answers(late) == dict(enumerate(expected))
     widths = decoder.last_widths
     assert min(widths) < 8 and any(later > earlier for earlier, later in zip(widths, widths[1:]))
+
+
+def test_refills_that_wait_for_idle_rows_are_fewer_and_answer_the_same(demo_model) -> None:
+    engine = _engine(demo_model[0], max_batch_size=8, max_new_tokens=40)
+    prompts = [prompt for index, text in enumerate(TEXTS) for prompt in engine.prompts.prompts_for(index, text)] * 2
+    lengths = [3, 40, 5, 12, 38, 4, 9, 30, 4, 16, 25, 6] * 2
+    continuous = engine.with_config(decode_loop="continuous")
+    decoder = continuous.continuous_decoder
+    decoder.narrowest = 8  # the batch never narrows: only the refills differ between the two runs
+    every_row = [output.raw for output in continuous.decode_continuous(prompts, forced_lengths=lengths)]
+    eager_refills, eager_slots = decoder.last_refills, decoder.last_slots
+    decoder.refill_at_least = 2
+    assert [output.raw for output in continuous.decode_continuous(prompts, forced_lengths=lengths)] == every_row
+    assert decoder.last_refills < eager_refills  # rows ending in different windows now share a refill
+    assert decoder.last_slots > eager_slots  # paid for with rows that idle while they wait

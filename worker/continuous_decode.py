@@ -118,6 +118,10 @@ def narrower(width: int, held: int, smallest: int = NARROWEST) -> int:
 
 class ContinuousDecoder(CachedDecoder):
     narrowest = NARROWEST  # rows a draining batch keeps at least
+    # Free rows a refill waits for while others answer (1: every ended row at the next look).
+    # Each refill is a prefill run op by op after a host sync; waiting for more rows makes fewer,
+    # larger ones at the cost of idle slots. A benchmark knob until a GPU run says which wins.
+    refill_at_least = 1
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
@@ -143,6 +147,7 @@ class ContinuousDecoder(CachedDecoder):
             yield from state.run()
         finally:
             self.last_slots = state.slots  # rows run x decode steps: what slot efficiency divides by
+            self.last_refills = state.refills  # prefill runs that gave rows new jobs
             self.last_widths = state.widths  # the batch's width, then each width it changed to
             forwards = [forward for _, forward in state.batches.values()]
             self.last_graph_recorded = bool(forwards) and all(forward.recorded for forward in forwards)
@@ -182,14 +187,12 @@ class _Rows:
         self.max_new_row = torch.zeros(rows, dtype=torch.long, device=device)
         self.active = torch.zeros(rows, dtype=torch.bool, device=device)
         self.out = torch.full((rows, self.max_new), pad_id, dtype=torch.long, device=device)
-        self.steps = self.slots = 0
+        self.steps = self.slots = self.refills = 0
 
     def run(self) -> Iterator[tuple[int, list[int]]]:
         self._refill(list(range(self.width)))
         while any(job is not None for job in self.held):
-            idle = [row for row in range(self.width) if self.held[row] is None]
-            if idle:  # rows a dry source left empty: jobs may have arrived since
-                self._refill(idle)
+            self._refill_idle()
             for _ in range(REFILL_EVERY):
                 self._step()
             running = self.active[: self.width].tolist()
@@ -201,8 +204,17 @@ class _Rows:
                     job = self.held[row]
                     yield job.key, until_end(answer[: counts[row]], self.eos_ids)
                     self.held[row] = None
-                self._refill(ended)
+                self._refill_idle()
             self._resize()
+
+    def _refill_idle(self) -> None:
+        """Refill the idle rows (ended ones, or ones a dry source left empty: jobs may have arrived
+        since) once there are ``refill_at_least`` of them, or none answers."""
+        idle = [row for row in range(self.width) if self.held[row] is None]
+        # at most a quarter of the width: rows left idle by a source that still has jobs must not narrow it
+        enough = min(self.decoder.refill_at_least, max(1, self.width // 4))
+        if idle and (len(idle) >= enough or len(idle) == self.width):
+            self._refill(idle)
 
     def _resize(self) -> None:
         """Narrow a drained batch to its answering rows, or widen it again when jobs are waiting."""
@@ -282,6 +294,7 @@ class _Rows:
         jobs = self.source.take(len(free), length=self.length)
         if not jobs:
             return 0
+        self.refills += 1
         taken = list(zip(free, jobs))
         width = max(len(job.ids) for _, job in taken)
         ids = torch.full((len(taken), width), self.pad_id, dtype=torch.long)
