@@ -179,8 +179,8 @@ def _finish_documents(session: Session, finished_at: datetime,
     if connection.dialect.name != "postgresql":
         # one executemany of one Core statement (sqlite3 loops in C): the ORM's bulk update by
         # primary key spent ~30 µs a document on bookkeeping (2-core machine, profiled)
-        connection.execute(_FINISH_DOCUMENT, [
-            {"key": key, "finished_at": finished_at, **dict(zip(_FINISHED_COLUMNS[1:], rest))} for key, *rest in rows])
+        names = ("key", *_FINISHED_COLUMNS[1:])  # "id" would clash with the column in an UPDATE's parameters
+        connection.execute(_FINISH_DOCUMENT, [{"finished_at": finished_at, **dict(zip(names, row))} for row in rows])
         return
     columns = dict(zip(_FINISHED_COLUMNS, map(list, zip(*rows))))
     columns["status"] = [status.value for status in columns["status"]]

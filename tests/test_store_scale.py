@@ -15,12 +15,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devkit.services import port_open
-from models import claims, store, triplet_rows
+from models import claims, store, triplet_query, triplet_rows
 from models.db import get_engine, make_session_factory
 from models.migrate import alembic_config, upgrade
 from models.tables import Base, TripletRow
 from models.triplet import Span, Triplet
-from models.triplet_query import TripletFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTRACTOR = {"model": "tiny-glm", "adapter": "lora-1", "prompt_version": "v1"}
@@ -67,9 +66,7 @@ def test_migration_0006_downgrades_to_the_subject_index_alone_and_back(database_
 def _sorts_a_subjects_page(url: str) -> bool:
     """Whether the plan of ``find_triplets``' page for one subject sorts the subject's rows (instead of
     reading them in id order from an index). Scans of the whole table are ruled out: the table is tiny."""
-    from models import triplet_query
-
-    statement = triplet_query._records(TripletFilter(subject="张玲")).order_by(TripletRow.id).limit(100)
+    statement = triplet_query._records(triplet_query.TripletFilter(subject="张玲")).order_by(TripletRow.id).limit(100)
     with make_session_factory(url)() as session:
         connection = session.connection()
         sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
