@@ -84,6 +84,10 @@ def variant_engine(engine: HuggingFaceEngine, variant: str, batch: int) -> tuple
         # `-refillN`: a refill waits for N idle rows (fewer, larger prefills)
         looped.continuous_decoder.refill_at_least = next(
             (int(option.removeprefix("refill")) for option in options if option.startswith("refill")), 1)
+        # `-profile`: the GPU synced at each phase of the loop, each phase timed (slower; see `profile`)
+        looped.continuous_decoder.profile = "profile" in options
+        # `-prefixcounted`: a prefill chunk's token budget counts every prompt's shared prefix too
+        looped.continuous_decoder.prefill_counts_prefix = "prefixcounted" in options
     return looped, loop
 
 
@@ -94,7 +98,8 @@ def looped_decoder(engine: HuggingFaceEngine, loop: str) -> Any:
 def main() -> None:
     # a variant is a decode loop, with `-eager` for its step launched op by op instead of as a CUDA graph,
     # `-unshared` for every prompt prefilled whole (no shared prefix), `-wide` for a batch that never narrows,
-    # `-lora32` for the LoRA in fp32, `-refillN` for refills that wait for N idle rows
+    # `-lora32` for the LoRA in fp32, `-refillN` for refills that wait for N idle rows, `-profile` for phases timed,
+    # `-prefixcounted` for prefill chunks that count each prompt's shared prefix (as before run H)
     parser = bench_parser(__doc__, "answers.json", variants="static-unshared,static,continuous-unshared,continuous")
     parser.add_argument("--docs", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=1024)
@@ -132,6 +137,7 @@ def main() -> None:
                        "shared_prefix_tokens": looped_decoder(looped, loop).last_shared_prefix,
                        "widths": looped.continuous_decoder.last_widths if loop == "continuous" else None,
                        "refills": looped.continuous_decoder.last_refills if loop == "continuous" else None,
+                       "profile": looped.continuous_decoder.last_profile if loop == "continuous" else None,
                        "answers": mode, "max_new_tokens": limit, "precision": precision, "batch": args.batch,
                        "docs": args.docs, "card": report["card"], **result,
                        "docs_per_s": args.docs / result["seconds"],
@@ -139,6 +145,10 @@ def main() -> None:
                 report["rows"].append(row)
                 print(f"  {variant:<20} {mode:<6} {row['docs_per_s']:8.2f} docs/s {row['answer_tokens_per_s']:9.0f} tok/s"
                       f"  slot efficiency {row['slot_efficiency']:.3f}  {row['peak_gib']:.1f} GiB", flush=True)
+                if row["profile"]:
+                    print("    " + "  ".join(f"{span} {seconds:.2f} s" for span, seconds in row["profile"]["seconds"].items())
+                          + f"  ({row['profile']['prefill_forwards']} prefill forwards,"
+                          f" {row['profile']['prefilled_tokens']} tokens)", flush=True)
                 save(report, args.out)
             del looped
             free_memory()

@@ -57,13 +57,13 @@ def test_answers_benchmark_compares_fixed_and_duie_answers_on_cpu(tmp_path: Path
     out = tmp_path / "answers.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "answers_gpu.py"), "--shape", "tiny", "--docs", "12", "--batch", "4",
-         "--variants", "static,continuous-eager,continuous-eager-unshared", "--out", str(out)],
+         "--variants", "static,continuous-eager,continuous-eager-unshared,continuous-profile", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = {(row["variant"], row["answers"]): row for row in report["rows"]}
-    variants = ("static", "continuous-eager", "continuous-eager-unshared")
+    variants = ("static", "continuous-eager", "continuous-eager-unshared", "continuous-profile")
     assert set(rows) == {(variant, mode) for variant in variants for mode in ("fixed", "duie")}
     assert not rows[("continuous-eager", "duie")]["cuda_graphs"] and rows[("static", "duie")]["cuda_graphs"]
     # the template's instruction and schema are the prompts' shared prefix, unless a variant turns sharing off
@@ -74,6 +74,11 @@ def test_answers_benchmark_compares_fixed_and_duie_answers_on_cpu(tmp_path: Path
     # answers of one length fill static batches; drawn lengths leave static rows idle, not refilled ones
     assert rows[("continuous-eager", "duie")]["slot_efficiency"] > rows[("static", "duie")]["slot_efficiency"]
     assert 1 <= report["answer_tokens_mean"] < report["answer_tokens_max"]
+    # a profiled run times each phase of the loop inside the run's own time, and counts the prefill's work
+    profiled = rows[("continuous-profile", "duie")]
+    spans = profiled["profile"]["seconds"]
+    assert spans["prefill"] > 0 and spans["decode_4"] > 0 and sum(spans.values()) <= profiled["seconds"]
+    assert profiled["profile"]["prefill_forwards"] >= profiled["refills"] and rows[("static", "duie")]["profile"] is None
 
 
 def test_scale_benchmark_runs_a_worker_fleet_beside_the_engine_on_cpu(tmp_path: Path) -> None:

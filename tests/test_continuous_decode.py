@@ -110,3 +110,20 @@ def test_refills_that_wait_for_idle_rows_are_fewer_and_answer_the_same(demo_mode
     assert [output.raw for output in continuous.decode_continuous(prompts, forced_lengths=lengths)] == every_row
     assert decoder.last_refills < eager_refills  # rows ending in different windows now share a refill
     assert decoder.last_slots > eager_slots  # paid for with rows that idle while they wait
+
+
+def test_prefill_chunks_count_the_tokens_they_run_not_the_shared_prefix(demo_model) -> None:
+    # chunks of 256 tokens: a whole prompt (~300 with the shared template) is one per chunk, its own
+    # tokens (those the prefill runs once the template is shared) several
+    engine = _engine(demo_model[0], max_batch_size=8, max_new_tokens=40, prefill_chunk_tokens=256)
+    prompts = [prompt for index, text in enumerate(TEXTS) for prompt in engine.prompts.prompts_for(index, text)]
+    lengths = [3, 40, 5, 12, 38, 4, 9, 30, 4, 16, 25, 6]
+    continuous = engine.with_config(decode_loop="continuous")
+    decoder = continuous.continuous_decoder
+    decoder.prefill_counts_prefix = True  # as before run H
+    before = [output.raw for output in continuous.decode_continuous(prompts, forced_lengths=lengths)]
+    before_forwards = decoder.last_prefill_forwards
+    assert decoder.last_shared_prefix > 128 and before_forwards >= len(prompts)  # one prompt a chunk
+    decoder.prefill_counts_prefix = False
+    assert [output.raw for output in continuous.decode_continuous(prompts, forced_lengths=lengths)] == before
+    assert decoder.last_prefill_forwards < before_forwards

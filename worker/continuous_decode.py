@@ -3,22 +3,24 @@
 A static batch decodes until its longest answer ends, so with answers of 5 to 600 tokens most
 rows sit finished while a few decode. Here every row has its own write position, position id
 and mask row in one preallocated KV cache; every few steps the rows whose answers ended are
-handed back and given the next waiting prompts (prefilled together, in chunks, by the one
-prefill), so the batch stays full until the queue of prompts runs dry. Answers are the same,
-token for token, as the static loop's (greedy; a CPU test compares them).
+handed back and given the next waiting prompts (prefilled together, in chunks, straight into
+their rows: worker.row_cache), so the batch stays full until the queue of prompts runs dry.
+Answers are the same, token for token, as the static loop's (greedy; a CPU test compares them).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from worker.cuda_graphs import GraphedForward
-from worker.decoding import DecodeRequest, prefill, until_end
+from worker.decoding import DecodeRequest, until_end
+from worker.row_cache import RowCache, prefill_rows
 from worker.shared_prefix import SharedPrefix
 from worker.static_decode import LENGTH_BUCKET, CachedDecoder
 
@@ -72,42 +74,6 @@ def cache_length(jobs: Sequence[Job], *, answer_tokens: int = 0) -> int:
     return -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
-class RowCache:
-    """Per-layer KV tensors; each row is written at its own position (duck-typed to transformers' Cache)."""
-
-    def __init__(self, layers: int, rows: int, kv_heads: int, length: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
-        shape = (rows, kv_heads, length, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.rows = torch.arange(rows, device=device)
-        self.write_at = torch.zeros(rows, dtype=torch.long, device=device)
-
-    def first(self, rows: int) -> RowCache:
-        """The first ``rows`` rows, sharing this cache's memory (a narrower batch's step reads only those)."""
-        view = object.__new__(RowCache)
-        view.keys = [keys[:rows] for keys in self.keys]
-        view.values = [values[:rows] for values in self.values]
-        view.rows, view.write_at = self.rows[:rows], self.write_at[:rows]
-        return view
-
-    def move(self, sources: torch.Tensor, targets: torch.Tensor) -> None:
-        """Rows ``sources`` copied into rows ``targets`` (a draining batch compacted to its front)."""
-        for tensors in (self.keys, self.values):
-            for layer in tensors:
-                layer[targets] = layer[sources]
-        self.write_at[targets] = self.write_at[sources]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
-               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        self.keys[layer_idx][self.rows, :, self.write_at] = key_states[:, :, 0]
-        self.values[layer_idx][self.rows, :, self.write_at] = value_states[:, :, 0]
-        return self.keys[layer_idx], self.values[layer_idx]
-
-    def get_seq_length(self, layer_idx: int = 0) -> torch.Tensor:
-        return self.write_at.max()
-
-
 def narrower(width: int, held: int, smallest: int = NARROWEST) -> int:
     """The width a drained batch of ``width`` rows, ``held`` of them still answering, runs at next:
     halved while the held rows fit, not below ``smallest``."""
@@ -120,8 +86,14 @@ class ContinuousDecoder(CachedDecoder):
     narrowest = NARROWEST  # rows a draining batch keeps at least
     # Free rows a refill waits for while others answer (1: every ended row at the next look).
     # Each refill is a prefill run op by op after a host sync; waiting for more rows makes fewer,
-    # larger ones at the cost of idle slots. A benchmark knob until a GPU run says which wins.
+    # larger ones at the cost of idle slots. Run H (H200, 4,096 DuIE-like answers): 128 rows gave
+    # +2 % docs/s at 0.82 slot efficiency instead of 0.88, inside the cards' spread: not adopted.
     refill_at_least = 1
+    # A prefill chunk's tokens are those run through the model; True counts the shared prefix in
+    # every prompt too (as before run H: ~3x as many, smaller chunks).
+    prefill_counts_prefix = False
+    # Benchmarks only: sync the GPU at each phase of the loop and time it (``last_profile``); slows the run.
+    profile = False
 
     @torch.inference_mode()
     def run(self, jobs: Sequence[Job], *, rows: int, eos_ids: Sequence[int], pad_id: int, prefill_tokens: int,
@@ -149,6 +121,8 @@ class ContinuousDecoder(CachedDecoder):
             self.last_slots = state.slots  # rows run x decode steps: what slot efficiency divides by
             self.last_refills = state.refills  # prefill runs that gave rows new jobs
             self.last_widths = state.widths  # the batch's width, then each width it changed to
+            self.last_prefill_forwards = state.prefill_forwards  # forward passes of the refills' prefills
+            self.last_profile = state.profile()
             forwards = [forward for _, forward in state.batches.values()]
             self.last_graph_recorded = bool(forwards) and all(forward.recorded for forward in forwards)
             self.last_graph_failure = next((forward.failure for forward in forwards if forward.failure), None)
@@ -188,6 +162,9 @@ class _Rows:
         self.active = torch.zeros(rows, dtype=torch.bool, device=device)
         self.out = torch.full((rows, self.max_new), pad_id, dtype=torch.long, device=device)
         self.steps = self.slots = self.refills = 0
+        self.prefill_forwards = self.prefilled_tokens = 0
+        self.spans: dict[str, float] | None = {} if decoder.profile else None
+        self._clock = time.perf_counter()
 
     def run(self) -> Iterator[tuple[int, list[int]]]:
         self._refill(list(range(self.width)))
@@ -196,16 +173,35 @@ class _Rows:
             for _ in range(REFILL_EVERY):
                 self._step()
             running = self.active[: self.width].tolist()
-            ended = [row for row, going in enumerate(running) if not going and self.held[row]]
+            self._mark(f"decode_{self.width}")  # per width: a drained batch's narrow steps apart
+            ended = [row for row, answering in enumerate(running) if not answering and self.held[row]]
             if ended:
                 counts = self.generated.tolist()
                 answers = self.out[ended].tolist()
                 for row, answer in zip(ended, answers):
-                    job = self.held[row]
-                    yield job.key, until_end(answer[: counts[row]], self.eos_ids)
+                    yield self.held[row].key, until_end(answer[: counts[row]], self.eos_ids)
                     self.held[row] = None
+                self._mark("hand_back")
                 self._refill_idle()
             self._resize()
+            self._mark("resize")
+
+    def _mark(self, span: str) -> None:
+        """Profiling only: the time since the last mark, once the GPU has run what was queued, charged to ``span``."""
+        if self.spans is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.spans[span] = self.spans.get(span, 0.0) + now - self._clock
+        self._clock = now
+
+    def profile(self) -> dict[str, Any] | None:
+        """Seconds per phase and the prefill's work, when profiled."""
+        if self.spans is None:
+            return None
+        return {"seconds": dict(self.spans), "steps": self.steps, "refills": self.refills,
+                "prefill_forwards": self.prefill_forwards, "prefilled_tokens": self.prefilled_tokens}
 
     def _refill_idle(self) -> None:
         """Refill the idle rows (ended ones, or ones a dry source left empty: jobs may have arrived
@@ -285,11 +281,11 @@ class _Rows:
         self.token[:width].copy_(chosen[:, None])
 
     def _refill(self, free: list[int]) -> int:
-        """Give free rows the next waiting jobs (how many it gave): prefill them together, copy their keys in.
+        """Give free rows the next waiting jobs (how many it gave), prefilled together straight into their rows.
 
         A newcomer's prompt sits in its row as in the prefill batch (its shared prefix in front,
-        its own tokens right-aligned at ``width - 1``), so each layer's keys go in with one copy per
-        prefill chunk; its position ids, not its cache slots, are what the model's rotary embedding reads.
+        its own tokens right-aligned at ``width - 1``: worker.row_cache.prefill_rows); its position
+        ids, not its cache slots, are what the model's rotary embedding reads.
         """
         jobs = self.source.take(len(free), length=self.length)
         if not jobs:
@@ -309,15 +305,19 @@ class _Rows:
         if self.decoder.share_prefix:
             request = self.prefix.arrange(request)
             mask = request.attention_mask
+        if self.prefill_tokens and not self.decoder.prefill_counts_prefix:
+            # the activations a chunk holds are of the tokens it runs: a shared prefix's ran once, apart
+            run = max(1, width - 1 - request.shared_prefix)
+            request = replace(request, prefill_chunk=max(1, self.prefill_tokens // run))
         self.decoder.last_shared_prefix = max(self.decoder.last_shared_prefix, request.shared_prefix)
-        for chunk, prefilled in prefill(self.decoder.model, request, self.prefix):
-            if self.cache is None:  # the dtype the attention layers store, known once one has run
-                self.cache = self._allocate(prefilled.layers[0].keys.dtype)
-            for layer, cached in enumerate(prefilled.layers):
-                self.cache.keys[layer][rows[chunk], :, : width - 1] = cached.keys
-                self.cache.values[layer][rows[chunk], :, : width - 1] = cached.values
-        if self.cache is None:  # prompts of one token: nothing was prefilled
+        if self.cache is None:
             self.cache = self._allocate(self.decoder.model.get_input_embeddings().weight.dtype)
+        computed = self.prefix.computed(self.decoder.keyword) if request.shared_prefix else None
+        self._mark("refill_prep")
+        self.prefill_forwards += prefill_rows(self.decoder.forward_model, request, computed, self.cache, rows,
+                                              self.decoder.keyword, self.decoder.takes_cache_position)
+        self.prefilled_tokens += len(taken) * max(0, width - 1 - request.shared_prefix)
+        self._mark("prefill")
         self.visible[rows] = False
         self.visible[rows, 0, 0, : width - 1] = mask[:, :-1].bool()
         self.token[rows, 0] = ids[:, -1]
@@ -329,9 +329,11 @@ class _Rows:
         self.active[rows] = True
         for row, job in taken:
             self.held[row] = job
+        self._mark("refill_write")
         return len(taken)
 
     def _allocate(self, dtype: torch.dtype) -> RowCache:
         cache = self.decoder.cache_of_shape(RowCache, len(self.held), self.length, dtype, self.device)
         cache.write_at.zero_()  # a reused cache: rows not yet refilled write harmlessly at slot 0
         return cache
+

@@ -63,15 +63,19 @@ class SharedPrefix:
         # (prompts per prefill chunk stay as they were: each chunk's cache still holds every prompt's keys)
         return replace(request, input_ids=ids, attention_mask=mask, shared_prefix=shared)
 
-    def cache_for(self, rows: int, keyword: str) -> DynamicCache:
-        """A fresh prefill cache holding the shared prefix's keys and values for ``rows`` prompts."""
+    def computed(self, keyword: str) -> DynamicCache:
+        """The shared prefix's keys and values, one row, computed on first use."""
         if self._cache is None:
             self._cache = DynamicCache(config=self.model.config)
             positions = torch.arange(self.length, device=self.ids.device)[None]
             self.model(input_ids=self.ids, attention_mask=torch.ones_like(self.ids), position_ids=positions,
                        use_cache=True, logits_to_keep=1, **{keyword: self._cache})
+        return self._cache
+
+    def cache_for(self, rows: int, keyword: str) -> DynamicCache:
+        """A fresh prefill cache holding the shared prefix's keys and values for ``rows`` prompts."""
         cache = DynamicCache(config=self.model.config)
-        for index, layer in enumerate(self._cache.layers):
+        for index, layer in enumerate(self.computed(keyword).layers):
             cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
         return cache
 

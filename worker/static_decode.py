@@ -70,11 +70,11 @@ class CachedDecoder:
     def __init__(self, model: Any) -> None:
         self.model = model
         # the base model's forward: peft's wrapper adds nothing to a step but Python overhead
-        self._forward: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keyword = cache_keyword(model)
+        self.forward_model: Callable[..., Any] = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.keyword = cache_keyword(model)
         # transformers before 5.2x derives a cache position from the cache's length (a host sync,
         # which a CUDA graph cannot record) unless it is given one
-        self._takes_cache_position = "cache_position" in inspect.signature(self._forward.forward).parameters
+        self.takes_cache_position = "cache_position" in inspect.signature(self.forward_model.forward).parameters
         self._cache: Any = None
         self.last_slots = 0  # rows x decode steps of the last call: what slot efficiency divides by
         self.graphs = False  # record each run's decode step as a CUDA graph (worker.cuda_graphs)
@@ -87,11 +87,11 @@ class CachedDecoder:
                      cache_position: torch.Tensor, pool: Any = None, graphs: bool = True) -> GraphedForward:
         """One decode step's forward over these buffers, giving the last position's logits; the
         buffers are updated in place between calls, so the step can be recorded once and replayed."""
-        extra = {"cache_position": cache_position} if self._takes_cache_position else {}
+        extra = {"cache_position": cache_position} if self.takes_cache_position else {}
 
         def forward() -> torch.Tensor:
-            return self._forward(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
-                                 logits_to_keep=1, **{self._keyword: cache}, **extra).logits[:, -1]
+            return self.forward_model(input_ids=token, position_ids=position, attention_mask=visible, use_cache=True,
+                                     logits_to_keep=1, **{self.keyword: cache}, **extra).logits[:, -1]
         return GraphedForward(forward, enabled=self.graphs and graphs and token.is_cuda, device=token.device, pool=pool)
 
     def cache_of_shape(self, kind: Callable[..., Any], rows: int, length: int, dtype: torch.dtype,
