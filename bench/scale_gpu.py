@@ -59,8 +59,6 @@ def parse_args() -> argparse.Namespace:
                         help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="the decode step as a CUDA graph")
-    parser.add_argument("--switch-intervals-ms", type=lambda s: s.split(","), default=["default"],
-                        help="the workers' TRIPLETS_LOOP_SWITCH_INTERVAL_MS, one fleet each: default (Python's 5 ms), 0.02 …")
     parser.add_argument("--logs", type=Path, help="copy the workers' logs here (they go with the run's temp folder)")
     args = parser.parse_args()
     if not set(args.answers) <= set(MODES):
@@ -95,10 +93,8 @@ def main() -> None:
                   "max_batch_size": args.group, "task_group_size": args.group, "max_input_tokens": 4096,
                   "max_new_tokens": limit, "min_new_tokens": 0, "decode_loop": args.decode_loop,
                   "cuda_graphs": report["cuda_graphs"], "tasks_in_flight": args.tasks_in_flight}
-        for interval in args.switch_intervals_ms:
-            switch = {} if interval == "default" else {"loop_switch_interval_ms": float(interval)}
-            for gpus in args.gpus if "fleet" in args.variants.split(",") else ():
-                run_fleet(args, report, gpus, device, {**values, **switch}, texts, lengths, forced, Path(tmp))
+        for gpus in args.gpus if "fleet" in args.variants.split(",") else ():
+            run_fleet(args, report, gpus, device, values, texts, lengths, forced, Path(tmp))
     print_table(report)
     save(report, args.out)
 
@@ -157,8 +153,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
     from models.settings import load_settings
     from producer.queue import extract_sender
 
-    interval = values.get("loop_switch_interval_ms")
-    folder = tmp / f"fleet-{gpus}-{interval or 'default'}"
+    folder = tmp / f"fleet-{gpus}"
     folder.mkdir()
     server = ValkeyServer()
     server.start()
@@ -179,8 +174,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                 busy = busy_span(sessions, job_id, counts, docs, folder / "worker-0.log")
                 stats = job_stats(sessions, job_id)
                 add_row(args, report, {
-                    "variant": "celery fleet", "gpus": gpus, "answers": mode, "switch_interval_ms": interval,
-                    "docs": docs, "seconds": seconds,
+                    "variant": "celery fleet", "gpus": gpus, "answers": mode, "docs": docs, "seconds": seconds,
                     "docs_per_s": docs / seconds, "busy_seconds": busy["worker_seconds"], "counts": counts,
                     "failures": busy["failures"], "docs_per_worker": stats["docs_per_worker"],
                     "warmup_docs_per_worker": job_stats(sessions, warmup)["docs_per_worker"],  # a cold worker?
@@ -275,7 +269,7 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     rows = report["rows"]
     engine = next((r for r in rows if r["variant"] == "engine alone" and r["answers"] == row["answers"]), None)
     one = next((r for r in rows if r["variant"] == row["variant"] == "celery fleet" and r["gpus"] == 1
-                and r["answers"] == row["answers"] and r["switch_interval_ms"] == row["switch_interval_ms"]), None)
+                and r["answers"] == row["answers"]), None)
     row.update(card=report["card"], precision=report["precision"], batch=args.group)
     if row["variant"] == "celery fleet":
         row["groups"] = args.groups_per_gpu * row["gpus"]
@@ -284,15 +278,9 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     if one and row["gpus"] > 1:
         row["scaling"] = row["docs_per_s"] / one["docs_per_s"]
     rows.append(row)
-    print(f"  {label(row):<13} {row['gpus']} GPU {row['answers']:<6} {row['docs_per_s']:9.2f} docs/s"
+    print(f"  {row['variant']:<13} {row['gpus']} GPU {row['answers']:<6} {row['docs_per_s']:9.2f} docs/s"
           f"  {row.get('end_to_end_ratio', 1):.1%} of the engine alone", flush=True)
     save(report, args.out)  # partial results survive a run cut short
-
-
-def label(row: dict[str, Any]) -> str:
-    """The row's variant, with the workers' switch interval where one was set."""
-    interval = row.get("switch_interval_ms")
-    return f"{row['variant']} {interval}ms" if interval else row["variant"]
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -302,7 +290,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{'variant':<14}{'gpus':>5}{'answers':>8}{'docs':>7}{'seconds':>9}{'docs/s':>9}{'x engine':>10}"
           f"{'x 1 GPU':>9}  counts")
     for row in report["rows"]:
-        print(f"{label(row):<14}{row['gpus']:>5}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
+        print(f"{row['variant']:<14}{row['gpus']:>5}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
               f"{row['docs_per_s']:>9.2f}{row.get('end_to_end_ratio', float('nan')):>10.1%}"
               f"{row.get('scaling', float('nan')):>9.2f}  {row.get('counts', '')}")
 

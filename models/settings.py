@@ -67,11 +67,6 @@ class Settings(BaseSettings):
         True, description="Prefill the leading tokens all prompts of a batch share (the template's instruction and "
         "schema) once, not once per prompt (worker/shared_prefix.py). Off: every prompt is prefilled whole."
     )
-    loop_switch_interval_ms: float | None = Field(
-        None, gt=0, description="Python's thread switch interval in an extraction worker, in ms (unset: Python's "
-        "5). The GPU loop lets go of the interpreter lock at every op it launches; a task thread parsing or storing "
-        "may then keep it this long before the loop launches the next (bench/scale_gpu.py --switch-intervals-ms)."
-    )
     max_input_tokens: int = Field(2048, gt=0, description="Longest prompt; longer documents are read in windows.")
     max_document_tokens: int = Field(
         262_144, gt=0, description="A longer document fails alone (with this reason) instead of filling a batch."

@@ -62,8 +62,6 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
         from worker.pipeline import AdapterFollower, check_engine
 
         runtime.engine = EngineLoop(HuggingFaceEngine.from_settings(settings), on_progress=runtime.touch)
-        if settings.loop_switch_interval_ms:
-            sys.setswitchinterval(settings.loop_switch_interval_ms / 1000)
         runtime.follower = AdapterFollower(settings)
         runtime.follower.follow(runtime.engine, sessions, strict=True, retry=runtime.store)
         check_engine(runtime.engine)
