@@ -59,6 +59,8 @@ def parse_args() -> argparse.Namespace:
                         help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="the decode step as a CUDA graph")
+    parser.add_argument("--profile-loop", action="store_true",
+                        help="time each phase of the GPU loop, alone and in each worker (the GPU synced at each: slower)")
     parser.add_argument("--logs", type=Path, help="copy the workers' logs here (they go with the run's temp folder)")
     args = parser.parse_args()
     if not set(args.answers) <= set(MODES):
@@ -129,6 +131,7 @@ def engine_alone(args: argparse.Namespace, report: dict[str, Any], base: Path, a
 
     engine = make_engine(base, adapter, device, report["precision"], args.group, report["max_new_tokens"]).with_config(
         min_new_tokens=0, max_batch_tokens=None, decode_loop=args.decode_loop, cuda_graphs=report["cuda_graphs"])
+    engine.continuous_decoder.profile = args.profile_loop
     share = args.groups_per_gpu * args.group
     prompts = {run: [engine.prompts.prompts_for(i, text)[0] for i, text in enumerate(docs[:share])]
                for run, docs in texts.items()}  # (short documents: one window each)
@@ -136,7 +139,8 @@ def engine_alone(args: argparse.Namespace, report: dict[str, Any], base: Path, a
     for mode in args.answers:
         result = timed(engine, args.decode_loop, prompts[mode], lengths[mode][:share])
         add_row(args, report, {"variant": "engine alone", "gpus": 1, "answers": mode, "docs": share, **result,
-                               "docs_per_s": share / result["seconds"]})
+                               "docs_per_s": share / result["seconds"],
+                               "loop_profiles": [[engine.continuous_decoder.last_profile]] if args.profile_loop else None})
     del engine
     free_memory()  # the workers need the GPU memory this process held
 
@@ -164,11 +168,12 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
         upgrade(settings.database_url)
         sessions = make_session_factory(settings.database_url)
         devices = [f"cuda:{i}" for i in range(gpus)] if device != "cpu" else ["cpu"] * gpus
-        with fleet(worker_env(values, forced), devices, folder), extract_sender(settings) as send:
+        with fleet(worker_env(values, forced, args.profile_loop), devices, folder), extract_sender(settings) as send:
             warmup, _, _ = submit_and_wait(write(folder / "warmup.txt", texts["warmup"][: gpus * args.group]),
                                            "warmup", sessions, send, args.group)
             docs = gpus * args.groups_per_gpu * args.group
             for mode in args.answers:
+                logs = {log: log.stat().st_size for log in sorted(folder.glob("worker-*.log"))}
                 job_id, counts, seconds = submit_and_wait(write(folder / f"{mode}.txt", texts[mode][:docs]), mode,
                                                           sessions, send, args.group)
                 busy = busy_span(sessions, job_id, counts, docs, folder / "worker-0.log")
@@ -178,6 +183,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                     "docs_per_s": docs / seconds, "busy_seconds": busy["worker_seconds"], "counts": counts,
                     "failures": busy["failures"], "docs_per_worker": stats["docs_per_worker"],
                     "warmup_docs_per_worker": job_stats(sessions, warmup)["docs_per_worker"],  # a cold worker?
+                    "loop_profiles": loop_profiles(logs) if args.profile_loop else None,
                     "answers_at_limit": {"forced": sum(n >= values["max_new_tokens"] for n in lengths[mode][:docs]),
                                          "stored": stats["stored_at_limit"]}})
                 check_fleet_row(report["rows"][-1], folder)
@@ -189,11 +195,13 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                 shutil.copy(log_file, args.logs / f"fleet{gpus}-{log_file.name}")
 
 
-def worker_env(values: dict[str, Any], forced: Path) -> dict[str, str]:
+def worker_env(values: dict[str, Any], forced: Path, profile: bool) -> dict[str, str]:
     """This environment without its TRIPLETS_* settings, plus the run's, and the benchmark's hook."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPLETS_")}
     env.update({f"TRIPLETS_{k.upper()}": str(v) for k, v in values.items()})
     env["BENCH_FORCED_LENGTHS"] = str(forced)
+    if profile:
+        env["BENCH_PROFILE_LOOP"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOKS), str(ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -231,6 +239,17 @@ def wait_for_fleet(app: Any, processes: list[subprocess.Popen], folder: Path) ->
             i = stopped[0] if stopped else 0
             log = folder / f"worker-{i}.log"
             raise RuntimeError(f"worker {i} did not start; its log {log} ends:\n{log.read_text()[-3000:]}")
+
+
+def loop_profiles(logs: dict[Path, int]) -> list[list[dict[str, Any]]]:
+    """Per worker, the phase profile of each decoding run it logged after the given offset of its log."""
+    marker = "phases of the run: "
+    profiles = []
+    for log, offset in logs.items():
+        with log.open(encoding="utf-8", errors="replace") as lines:
+            lines.seek(offset)
+            profiles.append([json.loads(line.split(marker, 1)[1]) for line in lines if marker in line])
+    return profiles
 
 
 def write(path: Path, texts: list[str]) -> Path:

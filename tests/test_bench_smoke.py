@@ -85,7 +85,7 @@ def test_scale_benchmark_runs_a_worker_fleet_beside_the_engine_on_cpu(tmp_path: 
     out = tmp_path / "scale.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scale_gpu.py"), "--shape", "tiny", "--gpus", "1", "--groups-per-gpu",
-         "3", "--group", "4", "--answers", "duie", "--tasks-in-flight", "2", "--out", str(out)],
+         "3", "--group", "4", "--answers", "duie", "--tasks-in-flight", "2", "--profile-loop", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,3 +103,7 @@ def test_scale_benchmark_runs_a_worker_fleet_beside_the_engine_on_cpu(tmp_path: 
     at_limit = fleet["answers_at_limit"]
     assert 1 <= at_limit["stored"] == at_limit["forced"] < 12
     assert report["answer_tokens_mean"] < report["answer_tokens_max"] == report["max_new_tokens"]
+    # --profile-loop: the phases of the loop alone, and of each decoding run the worker logged during the job
+    (alone,), (worker,) = rows["engine alone"]["loop_profiles"], fleet["loop_profiles"]
+    assert alone[0]["seconds"]["prefill"] > 0 and worker and all(run["seconds"]["prefill"] > 0 for run in worker)
+    assert sum(sum(run["seconds"].values()) for run in worker) <= fleet["seconds"]

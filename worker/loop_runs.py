@@ -6,6 +6,7 @@ free up, while their prompts fit its rows and no adapter switch waits.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import deque
@@ -85,6 +86,7 @@ class DecodingRun:
         self.error: BaseException | None = None
         self.answer_tokens = 0
         self.slots = 0  # rows x decode steps of a continuous run
+        self.profile: dict | None = None  # seconds per phase of a continuous run (benchmarks only)
 
     def start(self, ticket: Ticket) -> list[tuple[int, Prompt]]:
         """Make ``ticket``'s unanswered prompts part of this run, keyed."""
@@ -132,7 +134,7 @@ class DecodingRun:
         for key, tokens in decoder.stream(self, **arguments):
             ticket, index = self.where[key]
             self._answer(key, self.engine.output(ticket.prompts[index], tokens))
-        self.slots = decoder.last_slots
+        self.slots, self.profile = decoder.last_slots, decoder.last_profile
 
     def _queue(self, keyed: list[tuple[int, Prompt]]) -> None:
         self.jobs.extend(self.engine.jobs([prompt for _, prompt in keyed], [key for key, _ in keyed]))
@@ -180,3 +182,5 @@ class DecodingRun:
         log.info("decoded %d prompts of %d tickets in %.1f s: %d answer tokens, %d rows%s", prompts,
                  len(self.tickets), seconds, self.answer_tokens, self.stats.rows,
                  f", slot efficiency {self.answer_tokens / self.slots:.2f}" if self.slots else "")
+        if self.profile:  # ContinuousDecoder.profile, which a benchmark sets (bench/scale_gpu.py --profile-loop)
+            log.info("phases of the run: %s", json.dumps(self.profile))

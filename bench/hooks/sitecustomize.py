@@ -13,7 +13,8 @@ that has one; bench/scale_gpu.py starts its workers with ``PYTHONPATH=bench/hook
 the supervisor passes its environment to its ``python -m worker.main`` child. Nothing is imported
 here at start-up: the method is replaced right after ``worker.hf_engine`` itself is imported (a
 finder on ``sys.meta_path``), so the supervisor, which never imports the engine, stays without
-torch. Without the variable this module does nothing. It shadows any other ``sitecustomize``
+torch. With ``BENCH_PROFILE_LOOP`` set as well, the GPU loop times its phases and logs them
+(``ContinuousDecoder.profile``). Without ``BENCH_FORCED_LENGTHS`` this module does nothing. It shadows any other ``sitecustomize``
 (such as a distribution's) in those processes only.
 """
 
@@ -29,6 +30,8 @@ from typing import Any
 
 TARGET = "worker.hf_engine"
 VARIABLE = "BENCH_FORCED_LENGTHS"
+# Set too: each phase of the GPU loop timed, the GPU synced at each (ContinuousDecoder.profile; slower)
+PROFILE_VARIABLE = "BENCH_PROFILE_LOOP"
 
 
 def forced_lengths_from(lengths: dict[str, int]) -> Callable[[Any, Sequence[Any]], list[int] | None]:
@@ -49,6 +52,8 @@ def patch(engine_class: type, lengths: dict[str, int]) -> None:
         # Unpatched, every answer would silently run to max_new_tokens: refuse to start instead.
         raise RuntimeError(f"{VARIABLE}: {engine_class.__qualname__} has no forced_lengths hook to replace")
     engine_class.forced_lengths = forced_lengths_from(lengths)
+    if os.environ.get(PROFILE_VARIABLE):
+        sys.modules["worker.continuous_decode"].ContinuousDecoder.profile = True  # the engine imported it
 
 
 class PatchOnImport(importlib.abc.MetaPathFinder):
