@@ -14,8 +14,8 @@ the supervisor passes its environment to its ``python -m worker.main`` child. No
 here at start-up: the method is replaced right after ``worker.hf_engine`` itself is imported (a
 finder on ``sys.meta_path``), so the supervisor, which never imports the engine, stays without
 torch. With ``BENCH_PROFILE_LOOP`` set as well, the GPU loop times its phases and logs them
-(``ContinuousDecoder.profile``). Without ``BENCH_FORCED_LENGTHS`` this module does nothing. It shadows any other ``sitecustomize``
-(such as a distribution's) in those processes only.
+(``ContinuousDecoder.profile``). Without ``BENCH_FORCED_LENGTHS`` this module does nothing. It
+shadows any other ``sitecustomize`` (such as a distribution's) in those processes only.
 """
 
 from __future__ import annotations
