@@ -300,14 +300,14 @@ class _Rows:
             mask[index, width - len(job.ids):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         rows = torch.tensor([row for row, _ in taken], device=self.device)
-        request = DecodeRequest(ids, mask, 1, 0, self.eos_ids, self.pad_id,
-                                max(1, self.prefill_tokens // width) if self.prefill_tokens else 0)
+        request = DecodeRequest(ids, mask, 1, 0, self.eos_ids, self.pad_id, 0)
         if self.decoder.share_prefix:
             request = self.prefix.arrange(request)
             mask = request.attention_mask
-        if self.prefill_tokens and not self.decoder.prefill_counts_prefix:
+        own = max(0, width - 1 - request.shared_prefix)  # tokens each prompt runs through the model
+        if self.prefill_tokens:
             # the activations a chunk holds are of the tokens it runs: a shared prefix's ran once, apart
-            run = max(1, width - 1 - request.shared_prefix)
+            run = width if self.decoder.prefill_counts_prefix else max(1, own)
             request = replace(request, prefill_chunk=max(1, self.prefill_tokens // run))
         self.decoder.last_shared_prefix = max(self.decoder.last_shared_prefix, request.shared_prefix)
         if self.cache is None:
@@ -316,7 +316,7 @@ class _Rows:
         self._mark("refill_prep")
         self.prefill_forwards += prefill_rows(self.decoder.forward_model, request, computed, self.cache, rows,
                                               self.decoder.keyword, self.decoder.takes_cache_position)
-        self.prefilled_tokens += len(taken) * max(0, width - 1 - request.shared_prefix)
+        self.prefilled_tokens += len(taken) * own
         self._mark("prefill")
         self.visible[rows] = False
         self.visible[rows, 0, 0, : width - 1] = mask[:, :-1].bool()
