@@ -77,8 +77,12 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(512, gt=0, description="Tokens generated per document at most.")
     min_new_tokens: int = Field(0, ge=0, description="Tokens generated at least (benchmarks force full answers).")
     tasks_in_flight: int = Field(
-        2, gt=0, description="Queue messages an extraction worker works on at once: their documents share its one "
-        "GPU loop, so the GPU decodes while the other tasks claim, tokenise, parse and store."
+        2, gt=0, description="Queue messages an extraction worker feeds to its one GPU loop at once, so the GPU "
+        "decodes while the other tasks claim, tokenise, parse and store."
+    )
+    tasks_finishing: int = Field(
+        4, ge=0, description="More queue messages an extraction worker holds while their documents' longest answers "
+        "end, all their prompts already decoding: without them the loop runs dry while one long answer ends."
     )
     task_group_size: int = Field(
         1024, gt=0, description="Document ids per queue message; match max_batch_size to keep a GPU fed."

@@ -68,6 +68,32 @@ def test_tickets_of_several_tasks_share_one_continuous_run_with_unchanged_answer
     assert loop.runs == 1
 
 
+def test_a_task_is_fed_once_the_ticket_before_it_is_all_decoding_not_once_it_is_answered(demo_model) -> None:
+    engine = _engine(demo_model[0])  # 3 rows
+    texts = sorted(TEXTS[:6], key=len, reverse=True)  # the run's rows are sized for the first ticket's prompts
+    expected = engine.with_config(decode_loop="static").extract(texts)
+    seen_at_first_answer: list[tuple[int, int]] = []
+
+    def first_answer() -> None:  # on the loop thread: the first ticket has 2 prompts still decoding
+        if not seen_at_first_answer:
+            _until(lambda: loop.pending() == (1, 0), "the second ticket, while the first is still decoding")
+            seen_at_first_answer.append(loop.pending())
+
+    loop = EngineLoop(engine, feeding=1, start=False)
+    first, first_threads = _in_threads([lambda: loop.extract(texts[:3], progress=first_answer)])
+    _until(lambda: loop.pending() == (1, 0), "the first ticket")
+    second, second_threads = _in_threads([lambda: loop.extract(texts[3:])])
+    _until(lambda: loop.gated() == 1, "the second task at the gate")
+    assert loop.pending() == (1, 0)  # held back: one ticket is being fed
+    loop.start()
+    for thread in first_threads + second_threads:
+        thread.join()
+    loop.close()
+    assert seen_at_first_answer == [(1, 0)]
+    assert [e.raw for e in first[0] + second[0]] == [e.raw for e in expected]
+    assert loop.runs == 1  # the second ticket refilled the first one's rows: the batch did not run dry between them
+
+
 def test_an_adapter_switch_waits_for_the_started_ticket_and_the_next_one_uses_it(demo_model, tmp_path: Path) -> None:
     lora = save_lora(demo_model[0], tmp_path / "lora", b_std=0.5, targets=ATTENTION)
     plain = _engine(demo_model[0]).extract(TEXTS[:6])

@@ -1,11 +1,17 @@
 """One GPU loop per worker process, fed by every task in flight: the GPU does not wait for the CPU.
 
-Celery runs several extraction tasks at once on threads (``TRIPLETS_TASKS_IN_FLIGHT``). Each
-task claims its documents, tokenises them, and hands its prompts to this loop as a ticket;
-while the single loop thread decodes, the other tasks tokenise, parse and store. With the
-continuous decoder the loop streams: a row whose answer ended is refilled with the next
-waiting prompt of any ticket, so the batch stays full across tasks and groups. Each ticket
-wakes its task when its last prompt is answered.
+Celery runs several extraction tasks at once on threads. Each task claims its documents,
+tokenises them, and hands its prompts to this loop as a ticket; while the single loop thread
+decodes, the other tasks tokenise, parse and store. With the continuous decoder the loop
+streams: a row whose answer ended is refilled with the next waiting prompt of any ticket, so
+the batch stays full across tasks and groups. Each ticket wakes its task when its last prompt
+is answered.
+
+``feeding`` (``TRIPLETS_TASKS_IN_FLIGHT``) bounds the tickets whose prompts are not all with the
+decoder yet; a task waits for room before handing its ticket over. A ticket whose every prompt
+is decoding no longer counts, though its task waits on for its longest answers: the worker's
+thread pool holds ``TRIPLETS_TASKS_FINISHING`` more tasks for those, so the next group is fed
+while the last one's longest answers end.
 
 The adapter changes only between decoding runs: a switch waits until the tickets already
 started are answered, and a ticket is decoded under one adapter from start to end (its
@@ -14,6 +20,7 @@ extractions name it).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -46,14 +53,19 @@ class EngineLoop:
     """An ExtractionEngine whose decoding runs on one thread, shared by the tasks that call ``extract``."""
 
     def __init__(self, engine: HuggingFaceEngine, *, on_progress: Callable[[], None] = lambda: None,
-                 start: bool = True) -> None:
+                 feeding: int | None = None, start: bool = True) -> None:
         self.engine = engine
+        self.feeding = feeding  # tickets at most whose prompts are not all with the decoder; None: no bound
         self.on_progress = on_progress
         self.counters = LoopStats()
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()  # not yet started
         self._switches: deque[_Switch] = deque()
         self._closed = False
+        self._feeding = 0  # tickets handed over whose prompts are not all with the decoder
+        self._finishing: set[Ticket] = set()  # every prompt with the decoder, their extract calls not yet returned
+        self._returned: set[Ticket] = set()  # extract calls that returned before their tickets were fed
+        self._gated = 0  # tasks waiting for room to hand their ticket over
         self._thread = threading.Thread(target=self._serve, name="gpu-loop", daemon=True)
         if start:
             self.start()
@@ -74,6 +86,16 @@ class EngineLoop:
         with self._lock:
             return len(self._waiting), len(self._switches)
 
+    def finishing(self) -> int:
+        """Tasks whose prompts are all decoding (or answered) and that have not had their extractions yet."""
+        with self._lock:
+            return len(self._finishing)
+
+    def gated(self) -> int:
+        """Tasks waiting for room to hand their tickets over (``feeding`` tickets are being fed)."""
+        with self._lock:
+            return self._gated
+
     @property
     def model_id(self) -> str:
         return self.engine.model_id
@@ -92,11 +114,19 @@ class EngineLoop:
         (assembled on this, the caller's, thread: the loop thread only decodes)."""
         prepared = self.engine.prepare(texts)  # tokenising happens on the caller's thread
         ticket = Ticket(prepared.prompts, progress)
+        ticket.on_fed = functools.partial(self._fed, ticket)
         if ticket.prompts:
             self._put(ticket)
-            while not ticket.done.wait(timeout=EARLY_RESULTS_SECONDS if finished else None):
-                if ticket.finished:
-                    finished(self._early(prepared, ticket))
+            try:
+                while not ticket.done.wait(timeout=EARLY_RESULTS_SECONDS if finished else None):
+                    if ticket.finished:
+                        finished(self._early(prepared, ticket))
+            finally:
+                with self._lock:
+                    if ticket in self._finishing:
+                        self._finishing.remove(ticket)
+                    else:  # it left early (a failed hand-over): the loop may still feed it
+                        self._returned.add(ticket)
             if ticket.error is not None:
                 raise ticket.error
         extractions = self.engine.finish(prepared, ((p, ticket.outputs[i]) for i, p in enumerate(ticket.prompts)))
@@ -128,9 +158,25 @@ class EngineLoop:
 
     def _put(self, ticket: Ticket) -> None:
         with self._lock:
+            self._gated += 1
+            try:
+                while self.feeding is not None and self._feeding >= self.feeding and not self._closed:
+                    self._lock.wait()
+            finally:
+                self._gated -= 1
             if self._closed:
                 raise RuntimeError("the GPU loop is closed")
+            self._feeding += 1
             self._waiting.append(ticket)
+            self._lock.notify_all()
+
+    def _fed(self, ticket: Ticket) -> None:
+        with self._lock:  # re-entrant: a ticket failed under the lock (on close) is fed too
+            self._feeding -= 1
+            if ticket in self._returned:
+                self._returned.remove(ticket)
+            else:
+                self._finishing.add(ticket)
             self._lock.notify_all()
 
     def _serve(self) -> None:

@@ -32,11 +32,28 @@ class Ticket:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     finished: deque[int] = field(default_factory=deque)  # documents whose every window is answered
+    on_fed: Callable[[], None] = lambda: None  # called once: every prompt is with the decoder (or the ticket ended)
 
     def __post_init__(self) -> None:
         self._windows_left: dict[int, int] = {}
         for prompt in self.prompts:
             self._windows_left[prompt.doc] = self._windows_left.get(prompt.doc, 0) + 1
+        self._queued = 0  # prompts in a run's queue, not yet taken by the decoder
+        self._fed = False
+
+    def queued(self) -> None:
+        self._queued += 1
+
+    def taken(self) -> None:
+        """One of its queued prompts is with the decoder now."""
+        self._queued -= 1
+        if not self._queued:
+            self.fed()
+
+    def fed(self) -> None:
+        if not self._fed:
+            self._fed = True
+            self.on_fed()
 
     def answer(self, index: int, output: WindowOutput) -> None:
         self.outputs[index] = output
@@ -45,12 +62,14 @@ class Ticket:
         if not self._windows_left[doc]:
             self.finished.append(doc)
         if len(self.outputs) == len(self.prompts):
+            self.fed()
             self.done.set()
         else:
             self.progress()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+        self.fed()
         self.done.set()
 
 
@@ -116,6 +135,8 @@ class DecodingRun:
             self._planned(keyed)
 
     def _planned(self, keyed: list[tuple[int, Prompt]]) -> None:
+        for ticket in self.tickets:  # every prompt is in the plan from the start
+            ticket.fed()
         key_of = {id(prompt): key for key, prompt in keyed}
         for batch in self.engine.plan([prompt for _, prompt in keyed]):
             self.stats.rows = len(batch)
@@ -138,6 +159,8 @@ class DecodingRun:
 
     def _queue(self, keyed: list[tuple[int, Prompt]]) -> None:
         self.jobs.extend(self.engine.jobs([prompt for _, prompt in keyed], [key for key, _ in keyed]))
+        for key, _ in keyed:
+            self.where[key][0].queued()
 
     def take(self, count: int, *, length: int) -> list[Job]:
         """The decoder's source: this run's jobs, then new tickets' while they fit and none waits."""
@@ -148,7 +171,9 @@ class DecodingRun:
             self._queue(self.start(ticket))
         taken = []
         while self.jobs and len(taken) < count:
-            taken.append(self.jobs.popleft())
+            job = self.jobs.popleft()
+            self.where[job.key][0].taken()
+            taken.append(job)
         return taken
 
     def _fits(self, ticket: Ticket, length: int) -> bool:

@@ -61,7 +61,8 @@ def prepare(settings: Settings, *, queue: str, worker_id: str) -> Runtime:
         from worker.hf_engine import HuggingFaceEngine
         from worker.pipeline import AdapterFollower, check_engine
 
-        runtime.engine = EngineLoop(HuggingFaceEngine.from_settings(settings), on_progress=runtime.touch)
+        runtime.engine = EngineLoop(HuggingFaceEngine.from_settings(settings), on_progress=runtime.touch,
+                                    feeding=settings.tasks_in_flight)
         runtime.follower = AdapterFollower(settings)
         runtime.follower.follow(runtime.engine, sessions, strict=True, retry=runtime.store)
         check_engine(runtime.engine)
@@ -108,8 +109,15 @@ def consume(runtime: Runtime, *, name: str, loglevel: str) -> int:
     # Training workers serve none: their numbers are in `triplets train status`, and their port would be an
     # extraction worker's on the same GPU.
     metrics = start_metrics(runtime) if runtime.queue == "extract" else None
-    # Extraction tasks share the process's one GPU loop; training runs one job at a time.
-    concurrency = runtime.settings.tasks_in_flight if runtime.queue == "extract" else 1
+    # Extraction tasks share the process's one GPU loop, which bounds those it feeds at once; the others wait there
+    # for their longest answers. Training runs one job at a time.
+    settings = runtime.settings
+    concurrency = 1
+    if runtime.queue == "extract":
+        from worker.feed_gate import install_feed_gate
+
+        concurrency = settings.tasks_in_flight + settings.tasks_finishing
+        install_feed_gate(app, runtime.engine.finishing, settings.tasks_in_flight)
     celery_worker = app.Worker(hostname=name, pool_cls="threads", concurrency=concurrency, queues=[runtime.queue],
                                loglevel=loglevel, task_events=True)
     try:
