@@ -56,7 +56,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="", help="default: 4bit on a GPU, fp32 on the CPU")
     parser.add_argument("--decode-loop", default="continuous", choices=("static", "continuous"))
     parser.add_argument("--tasks-in-flight", type=int, default=3,
-                        help="queue messages one worker holds and feeds to its GPU loop (TRIPLETS_TASKS_IN_FLIGHT)")
+                        help="queue messages one worker feeds to its GPU loop at once (TRIPLETS_TASKS_IN_FLIGHT)")
+    parser.add_argument("--tasks-finishing", type=lambda s: [int(n) for n in s.split(",")], default=[4],
+                        help="more messages a worker holds while their longest answers end (TRIPLETS_TASKS_FINISHING); "
+                             "comma-separated: a fleet run for each")
     parser.add_argument("--text-chars", type=int, default=80)
     parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="the decode step as a CUDA graph")
     parser.add_argument("--profile-loop", action="store_true",
@@ -84,7 +87,7 @@ def main() -> None:
         report.update(precision=args.precision or ("4bit" if device != "cpu" else "fp32"),
                       decode_loop=args.decode_loop, cuda_graphs=args.cuda_graphs == "on", group=args.group,
                       groups_per_gpu=args.groups_per_gpu,
-                      tasks_in_flight=args.tasks_in_flight, max_new_tokens=limit,
+                      tasks_in_flight=args.tasks_in_flight, tasks_finishing=args.tasks_finishing, max_new_tokens=limit,
                       answer_tokens_mean=sum(drawn) / len(drawn), answer_tokens_max=max(drawn), rows=[])
         if "engine" in args.variants.split(","):
             engine_alone(args, report, base, adapter, device, texts, lengths)
@@ -96,7 +99,9 @@ def main() -> None:
                   "max_new_tokens": limit, "min_new_tokens": 0, "decode_loop": args.decode_loop,
                   "cuda_graphs": report["cuda_graphs"], "tasks_in_flight": args.tasks_in_flight}
         for gpus in args.gpus if "fleet" in args.variants.split(",") else ():
-            run_fleet(args, report, gpus, device, values, texts, lengths, forced, Path(tmp))
+            for finishing in args.tasks_finishing:
+                run_fleet(args, report, gpus, device, {**values, "tasks_finishing": finishing}, texts, lengths, forced,
+                          Path(tmp))
     print_table(report)
     save(report, args.out)
 
@@ -157,7 +162,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
     from models.settings import load_settings
     from producer.queue import extract_sender
 
-    folder = tmp / f"fleet-{gpus}"
+    folder = tmp / f"fleet-{gpus}-{values['tasks_finishing']}"
     folder.mkdir()
     server = ValkeyServer()
     server.start()
@@ -179,7 +184,8 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
                 busy = busy_span(sessions, job_id, counts, docs, folder / "worker-0.log")
                 stats = job_stats(sessions, job_id)
                 add_row(args, report, {
-                    "variant": "celery fleet", "gpus": gpus, "answers": mode, "docs": docs, "seconds": seconds,
+                    "variant": "celery fleet", "gpus": gpus, "tasks_finishing": values["tasks_finishing"],
+                    "answers": mode, "docs": docs, "seconds": seconds,
                     "docs_per_s": docs / seconds, "busy_seconds": busy["worker_seconds"], "counts": counts,
                     "failures": busy["failures"], "docs_per_worker": stats["docs_per_worker"],
                     "warmup_docs_per_worker": job_stats(sessions, warmup)["docs_per_worker"],  # a cold worker?
@@ -192,7 +198,7 @@ def run_fleet(args: argparse.Namespace, report: dict[str, Any], gpus: int, devic
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             for log_file in folder.glob("worker-*.log"):
-                shutil.copy(log_file, args.logs / f"fleet{gpus}-{log_file.name}")
+                shutil.copy(log_file, args.logs / f"{folder.name}-{log_file.name}")
 
 
 def worker_env(values: dict[str, Any], forced: Path, profile: bool) -> dict[str, str]:
@@ -288,7 +294,7 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     rows = report["rows"]
     engine = next((r for r in rows if r["variant"] == "engine alone" and r["answers"] == row["answers"]), None)
     one = next((r for r in rows if r["variant"] == row["variant"] == "celery fleet" and r["gpus"] == 1
-                and r["answers"] == row["answers"]), None)
+                and r["answers"] == row["answers"] and r["tasks_finishing"] == row["tasks_finishing"]), None)
     row.update(card=report["card"], precision=report["precision"], batch=args.group)
     if row["variant"] == "celery fleet":
         row["groups"] = args.groups_per_gpu * row["gpus"]
@@ -297,19 +303,21 @@ def add_row(args: argparse.Namespace, report: dict[str, Any], row: dict[str, Any
     if one and row["gpus"] > 1:
         row["scaling"] = row["docs_per_s"] / one["docs_per_s"]
     rows.append(row)
-    print(f"  {row['variant']:<13} {row['gpus']} GPU {row['answers']:<6} {row['docs_per_s']:9.2f} docs/s"
+    print(f"  {row['variant']:<13} {row['gpus']} GPU {row.get('tasks_finishing', '')!s:>2} {row['answers']:<6}"
+          f" {row['docs_per_s']:9.2f} docs/s"
           f"  {row.get('end_to_end_ratio', 1):.1%} of the engine alone", flush=True)
     save(report, args.out)  # partial results survive a run cut short
 
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"\n{report['card']} · {report['shape']} · {report['precision']} · {report['decode_loop']} · "
-          f"{report['groups_per_gpu']} groups of {report['group']} per GPU, {report['tasks_in_flight']} in flight · "
+          f"{report['groups_per_gpu']} groups of {report['group']} per GPU, {report['tasks_in_flight']} fed at once · "
           f"answers: mean {report['answer_tokens_mean']:.1f}, max {report['answer_tokens_max']} tokens")
-    print(f"{'variant':<14}{'gpus':>5}{'answers':>8}{'docs':>7}{'seconds':>9}{'docs/s':>9}{'x engine':>10}"
-          f"{'x 1 GPU':>9}  counts")
+    print(f"{'variant':<14}{'gpus':>5}{'finishing':>10}{'answers':>8}{'docs':>7}{'seconds':>9}{'docs/s':>9}"
+          f"{'x engine':>10}{'x 1 GPU':>9}  counts")
     for row in report["rows"]:
-        print(f"{row['variant']:<14}{row['gpus']:>5}{row['answers']:>8}{row['docs']:>7}{row['seconds']:>9.1f}"
+        print(f"{row['variant']:<14}{row['gpus']:>5}{row.get('tasks_finishing', '')!s:>10}{row['answers']:>8}"
+              f"{row['docs']:>7}{row['seconds']:>9.1f}"
               f"{row['docs_per_s']:>9.2f}{row.get('end_to_end_ratio', float('nan')):>10.1%}"
               f"{row.get('scaling', float('nan')):>9.2f}  {row.get('counts', '')}")
 
