@@ -185,6 +185,16 @@ def test_store_benchmark_runs_on_both_stores(tmp_path: Path) -> None:
     assert "subject lookup (typical entity) p95 ms" in result.stdout
 
 
+def test_a_segmented_layout_starts_a_table_every_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import store_layouts
+
+    monkeypatch.setitem(store_layouts.SEGMENT_ROWS, "segments-1m", 2_000)
+    row = store_layouts.run("segments-1m", 9_000, tmp_path, seed=0)
+    # a segment takes whole groups (~3,000 rows each): a new table once 2,000 rows are in the last one
+    assert row["triplets"] >= 9_000 and row["tables"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_path: Path) -> None:
     out = tmp_path / "layouts.json"
     result = subprocess.run(
@@ -195,8 +205,10 @@ def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10",
-                                                "checkpoint-1g", "mmap", "sorted", "no-journal"]
-    assert all(row["triplets"] >= 6000 and row["rows_per_s"] > 0 for row in rows)
+                                                "checkpoint-1g", "mmap", "sorted", "no-journal", "segments-256k",
+                                                "segments-1m"]
+    assert all(row["triplets"] >= 6000 and row["rows_per_s"] > 0 and row["tables"] == 1 for row in rows)
+    assert all(0 < row["subject_lookup_ms"]["p50"] <= row["subject_lookup_ms"]["p95"] for row in rows)
     assert list(tmp_path.glob("triplets-layouts-*")) == []  # its SQLite files went with it
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "store_layouts.py"), "--variants", "store,btree"],
                          capture_output=True, text=True, timeout=60)
