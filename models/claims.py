@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Row, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from models.tables import FINISHED, Document, Job, Status, TrainingJob, Worker
 from models.workers import alive, database_now, live_worker_ids
 
-# Lost documents run again in this many smaller claims: a document that kills its worker
+# Lost documents run again in claims this many times smaller: a document that kills its worker
 # is alone after log4(group size) deaths.
 SPLIT_WAYS = 4
 CANCELLED = "job cancelled"
@@ -72,13 +72,13 @@ def claim_documents(session: Session, *, document_ids: Sequence[int], owner: str
     claim.failed = len(cancelled) + len(killers)
     finished_now = set(cancelled) | set(killers)
     rest = [row for row in free if row.id not in finished_now]
-    lost = [row.id for row in rest if row.claim_size is not None or row.id in crashes]
-    lost_ids = set(lost)
+    lost = [row for row in rest if row.claim_size is not None or row.id in crashes]
+    lost_ids = {row.id for row in lost}
     take = rest if len(rest) == 1 else [row for row in rest if row.id not in lost_ids]
     if len(rest) > 1 and lost:
-        claim.resend = split(lost, SPLIT_WAYS)
+        claim.resend = split_lost(lost)
         # Each smaller claim starts afresh; a document that is alone in one is charged if it kills again.
-        session.execute(update(Document).where(Document.id.in_(lost))
+        session.execute(update(Document).where(Document.id.in_(lost_ids))
                         .values(status=Status.pending, owner=None, claim_size=None))
     if take:
         session.execute(
@@ -127,9 +127,21 @@ def pending_document_ids(session: Session, *, created_before: object) -> list[in
     ))
 
 
-def split(ids: Sequence[int], ways: int) -> list[list[int]]:
-    size = -(-len(ids) // ways)
-    return [list(ids[start:start + size]) for start in range(0, len(ids), size)]
+def split_lost(rows: Sequence[Row]) -> list[list[int]]:
+    """Lost documents in claims a ``SPLIT_WAYS``-th the size of the claim each was lost in (one at least).
+
+    Sized by the claims they were lost in, not by how many were lost together: a worker that runs
+    the parts of a split claim side by side and dies loses them all at once, and splitting those
+    by their number would give back parts of the same size, again and again.
+    """
+    by_claim_size: dict[int, list[int]] = {}
+    for row in rows:
+        by_claim_size.setdefault(row.claim_size or 1, []).append(row.id)
+    parts = []
+    for claim_size, ids in sorted(by_claim_size.items()):
+        size = -(-claim_size // SPLIT_WAYS)
+        parts += [ids[start:start + size] for start in range(0, len(ids), size)]
+    return parts
 
 
 def _release_lost(session: Session, ids: Sequence[int]) -> set[int]:

@@ -70,6 +70,19 @@ def test_a_dead_workers_claim_is_split_and_charges_nobody(sessions: sessionmaker
     assert [d.id for d in _claim(sessions, ids[0:2], heir).documents] == ids[0:2]
 
 
+def test_split_parts_lost_together_are_split_smaller_not_merged_back(sessions: sessionmaker[Session]) -> None:
+    _, ids = _documents(sessions, 9)
+    owner = _worker(sessions, "w1")
+    for part in (ids[0:3], ids[3:6], ids[6:9]):  # three parts of a split claim, side by side in one worker
+        _claim(sessions, part, owner)
+    _silence(sessions, owner)
+    with sessions.begin() as session:
+        assert claims.take_over_lost_documents(session, lease_seconds=LEASE) == [ids]  # lost together
+    again = _claim(sessions, ids, _worker(sessions, "heir"))
+    # a quarter of the claims they were lost in (3 documents): each document alone next time
+    assert again.documents == [] and again.resend == [[doc] for doc in ids]
+
+
 def test_a_document_that_kills_its_worker_alone_is_failed_after_max_attempts(sessions: sessionmaker[Session]) -> None:
     _, (poison,) = _documents(sessions, 1)
     for attempt in range(1, 3):
