@@ -120,11 +120,9 @@ def run(variant: str, triplets: int, folder: Path, seed: int) -> dict[str, objec
     path = folder / f"{variant}.db"
     connection = connect(path, variant)
     segment_rows = SEGMENT_ROWS.get(variant)
-    tables = ["triplets"]
+    tables = ["triplets_0" if segment_rows else "triplets"]
     for statement in segment_schema(variant, 0) if segment_rows else schema(variant):
         connection.execute(statement)
-    if segment_rows:
-        tables = ["triplets_0"]
     corpus = Corpus(max(triplets // 10, 100), seed)
     every = 10 if variant == "commit-10" else 1
     stored, groups, seconds, per_million, mark, in_segment = 0, 0, 0.0, [], (0, 0.0), 0
