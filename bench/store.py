@@ -5,7 +5,9 @@ workers do: documents added and claimed in groups of 1,024, each group's outcome
 document, 3 on average) stored by one ``store.record_outcomes`` call in one transaction. Entities
 are 3-character Chinese-like names drawn from a Zipf-Mandelbrot law over a vocabulary of N/10
 names, so a typical entity has a handful of rows and a popular one thousands; predicates and
-their types come from the DuIE schema. Then it times the readers (``models.triplet_query``).
+their types come from the DuIE schema. Then it times the readers (``models.triplet_query``); where
+the store has more segments than ``--compact-to``, it times ``triplets db compact`` and the readers
+again.
 
     python bench/store.py --triplets 10000000 --store both
 """
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devkit.services import postgres_database  # noqa: E402
-from models import claims, store, triplet_query  # noqa: E402
+from models import claims, segments, store, triplet_query  # noqa: E402
 from models.db import make_session_factory  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
 from models.triplet import Triplet  # noqa: E402
@@ -213,6 +215,22 @@ def settle(kind: str, sessions: sessionmaker[Session]) -> dict[str, float]:
     return {"VACUUM ANALYZE after the load, s": round(time.perf_counter() - started, 1)}
 
 
+def segment_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return len(segments.all_segments(session))
+
+
+def compact(kind: str, sessions: sessionmaker[Session], keep: int) -> dict[str, float]:
+    """``triplets db compact --keep KEEP`` after the load, timed, then the statistics again."""
+    started = time.perf_counter()
+    with sessions.begin() as session:
+        merges = segments.compact(session, keep=keep)
+    seconds = time.perf_counter() - started
+    settle(kind, sessions)
+    return {f"db compact --keep {keep}, s": round(seconds, 1), "merges": merges,
+            "segments after compact": segment_count(sessions)}
+
+
 def describe(kind: str, sessions: sessionmaker[Session], folder: Path) -> dict[str, object]:
     """The store's size on disk, and the server's version."""
     if kind == "sqlite":
@@ -236,7 +254,12 @@ def bench(kind: str, args: argparse.Namespace, folder: Path) -> list[dict]:
         print(f"{kind}: loading {args.triplets:,} triplets in groups of {args.group} documents", flush=True)
         log = load(sessions, corpus, args.triplets, args.group, analyze=kind == "postgres")
         settled = settle(kind, sessions)
-        results = {**summarise(log), **settled, **measure_reads(sessions, corpus, args.lookups, args.seed)}
+        results = {**summarise(log), **settled, "segments": segment_count(sessions),
+                   **measure_reads(sessions, corpus, args.lookups, args.seed)}
+        if results["segments"] > args.compact_to:
+            results.update(compact(kind, sessions, args.compact_to))
+            results.update({f"{name}, after compact": value
+                            for name, value in measure_reads(sessions, corpus, args.lookups, args.seed).items()})
         results.update(describe(kind, sessions, folder))
         sessions.kw["bind"].dispose()  # postgres_database drops the database on leaving
     stored = sum(r["triplets"] for r in log)
@@ -251,6 +274,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=1024, help="documents per group, as a worker stores them")
     parser.add_argument("--lookups", type=int, default=200, help="timed queries of each kind")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compact-to", type=int, default=32,
+                        help="after the reads, merge segments down to this many and time the reads again")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--scratch", type=Path, default=None, help="where the SQLite file goes (default: a temp dir)")
     args = parser.parse_args()

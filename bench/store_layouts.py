@@ -4,12 +4,11 @@
 database does with the rows: the same synthetic groups (``bench.store.Corpus``, rows built by
 ``models.triplet_rows.document_rows``, ~3,000 rows a group of 1,024 documents) go into a fresh
 SQLite file per variant through one ``executemany`` and one commit per group, as a worker's
-store call does, and only those two calls are timed. The table is the store's own
-(``models.tables``, its indexes), changed as each variant says:
+store call does, and only those two calls are timed. The table is a segment's
+(``models.segments.segment_table``, its indexes), changed as each variant says:
 
 - ``store``: as the store is (models/db.py's pragmas: WAL, 64 MiB cache, 64 Ki-page checkpoints);
 - ``no-text-indexes``: without the subject and (object, predicate) indexes;
-- ``int-fingerprint``: the idempotency key an 8-byte integer instead of 64 hex characters;
 - ``cache-1g``: a 1 GiB page cache instead of 64 MiB;
 - ``commit-10``: one commit per 10 groups;
 - ``checkpoint-1g``: WAL checkpoints every 256 Ki pages (1 GiB) instead of 64 Ki;
@@ -47,10 +46,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable  # noqa: E402
 
 from bench.store import EXTRACTOR, Corpus, entity, machine  # noqa: E402
 from models import db  # noqa: E402
-from models.tables import TripletRow  # noqa: E402
-from models.triplet_rows import _INSERT, document_rows  # noqa: E402
+from models.segments import COLUMNS, segment_table  # noqa: E402
+from models.triplet_rows import document_rows  # noqa: E402
 
-VARIANTS = ("store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10", "checkpoint-1g", "mmap", "sorted",
+VARIANTS = ("store", "no-text-indexes", "cache-1g", "commit-10", "checkpoint-1g", "mmap", "sorted",
             "no-journal", "segments-256k", "segments-1m")
 SEGMENT_ROWS = {"segments-256k": 262_144, "segments-1m": 1_048_576}
 LOOKUPS = 200
@@ -58,15 +57,12 @@ TEXT_INDEXES = ("ix_triplets_subject", "ix_triplets_object_predicate")
 
 
 def schema(variant: str) -> list[str]:
-    """The store's CREATE statements for ``triplets`` (no foreign key: no documents table here)."""
+    """The store's CREATE statements for one table of triplets, named ``triplets``."""
     dialect = sqlite_dialect.dialect()
-    table = str(CreateTable(TripletRow.__table__).compile(dialect=dialect))
-    table = re.sub(r",\s*\)\s*$", "\n)", "\n".join(line for line in table.splitlines() if "FOREIGN KEY" not in line))
-    if variant == "int-fingerprint":
-        table = table.replace("fingerprint VARCHAR(64)", "fingerprint INTEGER")
-    indexes = [str(CreateIndex(index).compile(dialect=dialect)) for index in TripletRow.__table__.indexes
+    layout = segment_table("triplets", "sqlite")
+    indexes = [str(CreateIndex(index).compile(dialect=dialect)) for index in layout.indexes
                if not (variant == "no-text-indexes" and index.name in TEXT_INDEXES)]
-    return [table, *indexes]
+    return [str(CreateTable(layout).compile(dialect=dialect)), *indexes]
 
 
 def segment_schema(variant: str, segment: int) -> list[str]:
@@ -109,9 +105,7 @@ def rows_of(corpus: Corpus, first_document: int, variant: str) -> list[tuple]:
     for offset, (text, _, found) in enumerate(corpus.group(1024)):
         rows += document_rows(first_document + offset, text, found, None, created_at="2026-11-30 12:00:00+00:00",
                               **EXTRACTOR)
-    if variant == "int-fingerprint":
-        rows = [(*row[:13], int(row[13][:16], 16) - 2**63, row[14]) for row in rows]
-    elif variant == "sorted":
+    if variant == "sorted":
         rows.sort(key=lambda row: row[1])
     return rows
 
@@ -136,7 +130,8 @@ def run(variant: str, triplets: int, folder: Path, seed: int) -> dict[str, objec
                 connection.execute(statement)
             tables.append(f"triplets_{len(tables)}")
             in_segment = 0
-        connection.executemany(_INSERT.replace("INTO triplets ", f"INTO {tables[-1]} "), rows)
+        connection.executemany(f"INSERT INTO {tables[-1]} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                               rows)
         groups += 1
         if groups % every == 0 or stored + len(rows) >= triplets:
             connection.execute("COMMIT")

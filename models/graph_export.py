@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, select, union
 from sqlalchemy.orm import Session
 
-from models.tables import Document, TripletRow
+from models.tables import TripletRow
 from models.triplet_query import STREAM_BATCH, TripletFilter, apply_filter
 
 
@@ -27,8 +27,7 @@ class Entity:
 
 def _entities(flt: TripletFilter) -> Select:
     def side(name, kind) -> Select:  # type: ignore[no-untyped-def]
-        statement = select(name.label("name"), kind.label("type"))
-        return apply_filter(statement.join(Document, TripletRow.document_id == Document.id), flt)
+        return apply_filter(select(name.label("name"), kind.label("type")), flt)
 
     both = union(side(TripletRow.subject, TripletRow.subject_type), side(TripletRow.object, TripletRow.object_type))
     pairs = both.subquery()

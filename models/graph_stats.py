@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from models import store
 from models.extraction import UNPARSEABLE
 from models.tables import Document, Job, Status, TripletRow
-from models.triplet_query import TripletFilter, apply_filter, find_distinct
+from models.triplet_query import TripletFilter, apply_filter, count_triplets, find_distinct
 from models.validate import NOT_IN_TEXT
 
 REJECTED_BATCH = 1_000  # documents whose rejected lists are read at once
@@ -77,7 +77,7 @@ def store_stats(session: Session, *, job_id: int | None = None, top: int = 10) -
         store.get_job(session, job_id=job_id)
     flt = TripletFilter(job_id=job_id)
     done, failed, warned, unparsed = _document_counts(session, job_id)
-    triplets = session.scalar(apply_filter(_triplets(func.count()), flt)) or 0
+    triplets = count_triplets(session, flt)
     rejected, ungrounded = _rejections(session, job_id)
     return StoreStats(
         job_id=job_id,
@@ -95,7 +95,7 @@ def store_stats(session: Session, *, job_id: int | None = None, top: int = 10) -
 
 
 def _triplets(*columns) -> Select:  # type: ignore[no-untyped-def]
-    return select(*columns).select_from(TripletRow).join(Document, TripletRow.document_id == Document.id)
+    return select(*columns).select_from(TripletRow)
 
 
 def _document_counts(session: Session, job_id: int | None) -> tuple[int, int, int, int]:
@@ -131,11 +131,14 @@ def _jobs(session: Session, job_id: int | None) -> list[JobStats]:
                func.count().filter(Document.status == Status.failed))
         .outerjoin(Document, Document.job_id == Job.id).group_by(Job.id, Job.name).order_by(Job.id)
     )
-    triplets = _triplets(Document.job_id, func.count()).group_by(Document.job_id)
+    # rows per document first, from the triplets alone; then summed per job over the documents
+    per_document = apply_filter(select(TripletRow.document_id, func.count().label("rows")),
+                                TripletFilter(job_id=job_id)).group_by(TripletRow.document_id).subquery()
+    triplets = (select(Document.job_id, func.sum(per_document.c.rows))
+                .join(per_document, per_document.c.document_id == Document.id).group_by(Document.job_id))
     if job_id is not None:
         documents = documents.where(Job.id == job_id)
-        triplets = triplets.where(Document.job_id == job_id)
-    per_job = {job: count for job, count in session.execute(triplets)}
+    per_job = {job: int(count) for job, count in session.execute(triplets)}  # PostgreSQL sums to a numeric
     return [JobStats(*row, per_job.get(row[0], 0)) for row in session.execute(documents)]
 
 

@@ -6,7 +6,10 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Enum, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -76,6 +79,9 @@ class Document(Base):
     # split before it runs again, so a document that kills workers ends up alone, and is charged.
     claim_size: Mapped[int | None] = mapped_column(Integer)
     crashes_alone: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Whether triplets of this document may be stored: only then does storing it again delete
+    # old rows first (a search of every segment that a first run skips).
+    has_triplets: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error: Mapped[str | None] = mapped_column(Text)  # why a failed document failed
     warning: Mapped[str | None] = mapped_column(Text)  # what a done document is missing (a window failed)
     # Earlier endings of a document run again by `requeue --failed`: [{"status", "error", "at"}].
@@ -91,23 +97,17 @@ class Document(Base):
 
 
 class TripletRow(Base):
+    """A stored triplet, read through the view ``triplets`` over the store's segments (``models/segments.py``).
+
+    Rows are written by ``triplet_rows.insert_triplets`` into the newest segment, never through this
+    class; the indexes are each segment's (``segments.segment_table``). The foreign key is the ORM's
+    join condition only: the segments carry none.
+    """
+
     __tablename__ = "triplets"
-    __table_args__ = (
-        # The idempotency key: one copy per document and extractor, however often it runs.
-        UniqueConstraint("document_id", "fingerprint", name="uq_triplets_document_fingerprint"),
-        # Lookups by subject, by object and by predicate + object (and a neighbour query's
-        # ``subject IN .. OR object IN ..``) each probe one index. Every index on a text column takes
-        # a random page per inserted row, so there are two: (object, predicate) also answers object
-        # alone. The predicate index costs less (48 values, rows append at each value's end: ~10 % of
-        # the insert rate at 1 M rows) and keeps predicate counts (`stats`, `query --predicate`) off
-        # the table. Types are not indexed: a dozen values, each matching a large share of the rows.
-        Index("ix_triplets_subject", "subject", "id"),  # a subject's rows in id order (migration 0006)
-        Index("ix_triplets_object_predicate", "object", "predicate"),
-        Index("ix_triplets_predicate", "predicate"),
-    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"))
     subject: Mapped[str] = mapped_column(String(500))
     subject_type: Mapped[str] = mapped_column(String(100), default="")
     predicate: Mapped[str] = mapped_column(String(200))
@@ -123,6 +123,18 @@ class TripletRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     document: Mapped[Document] = relationship(back_populates="triplets")
+
+
+class TripletSegment(Base):
+    """One segment of the triplet store: its table, the first id it took, how many ids it takes."""
+
+    __tablename__ = "triplet_segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(63))
+    first_id: Mapped[int] = mapped_column(BigInteger)
+    capacity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Adapter(Base):

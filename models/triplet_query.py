@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Select, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
+from models import segments
 from models.errors import InputError
 from models.tables import Document, TripletRow
 
@@ -109,14 +110,6 @@ class Page(Generic[T]):
     limit: int | None
 
 
-_RECORD_COLUMNS = (
-    TripletRow.id, TripletRow.subject, TripletRow.subject_type, TripletRow.predicate, TripletRow.object,
-    TripletRow.object_type, TripletRow.subject_start, TripletRow.subject_end, TripletRow.object_start,
-    TripletRow.object_end, Document.job_id, TripletRow.document_id, Document.external_id, TripletRow.model,
-    TripletRow.adapter,
-)
-
-
 _KEY = (TripletRow.subject, TripletRow.subject_type, TripletRow.predicate, TripletRow.object, TripletRow.object_type)
 
 
@@ -125,49 +118,73 @@ def _escape_like(value: str) -> str:
 
 
 def apply_filter(statement: Select, flt: TripletFilter) -> Select:
-    """``statement`` (which must select from triplets joined to documents) narrowed to ``flt``."""
+    """``statement`` (which must select from triplets) narrowed to ``flt``.
+
+    Filters on documents (job, external id) become ``document_id IN (…)``: a condition on the
+    triplets' own column, which both databases push into every segment of the view, where a join
+    made SQLite build the whole view in a temporary table first.
+    """
     columns = {
         "subject": TripletRow.subject, "subject_type": TripletRow.subject_type, "predicate": TripletRow.predicate,
         "object": TripletRow.object, "object_type": TripletRow.object_type, "document": Document.external_id,
         "adapter": TripletRow.adapter, "model": TripletRow.model,
     }
+    documents = select(Document.id)
     for name, value in flt.text_filters().items():
         column = columns[name]
-        statement = statement.where(
-            column.like(f"%{_escape_like(value)}%", escape="\\") if flt.contains else column == value
-        )
+        condition = column.like(f"%{_escape_like(value)}%", escape="\\") if flt.contains else column == value
+        if name == "document":
+            documents = documents.where(condition)
+        else:
+            statement = statement.where(condition)
     if flt.job_id is not None:
-        statement = statement.where(Document.job_id == flt.job_id)
+        documents = documents.where(Document.job_id == flt.job_id)
+    if flt.document is not None or flt.job_id is not None:
+        statement = statement.where(TripletRow.document_id.in_(documents))
     if flt.document_id is not None:
         statement = statement.where(TripletRow.document_id == flt.document_id)
     return statement
 
 
-def _records(flt: TripletFilter) -> Select:
-    return apply_filter(select(*_RECORD_COLUMNS).join(Document, TripletRow.document_id == Document.id), flt)
+def _records(rows: Select) -> Select:
+    """The records of ``rows`` (a page of triplets, selected whole), each joined to its document, in id order."""
+    page = rows.subquery()
+    return (
+        select(page.c.id, page.c.subject, page.c.subject_type, page.c.predicate, page.c.object, page.c.object_type,
+               page.c.subject_start, page.c.subject_end, page.c.object_start, page.c.object_end, Document.job_id,
+               page.c.document_id, Document.external_id, page.c.model, page.c.adapter)
+        .join(Document, page.c.document_id == Document.id).order_by(page.c.id)
+    )
+
+
+def matching(flt: TripletFilter) -> Select:
+    """The triplets matching ``flt``, whole rows, in id order."""
+    return apply_filter(select(TripletRow), flt).order_by(TripletRow.id)
+
+
+def count_triplets(session: Session, flt: TripletFilter) -> int:
+    """How many stored triplets match ``flt``."""
+    return segments.count_rows(session, apply_filter(select(TripletRow.id), flt).whereclause)
 
 
 def find_triplets(session: Session, flt: TripletFilter, *, limit: int | None = 100,
                   offset: int = 0) -> Page[TripletRecord]:
     """One page of matching triplets in storage order, with the total number matching."""
     _check_page(limit, offset)
-    counted = select(func.count()).select_from(TripletRow)
-    if flt.job_id is not None or flt.document is not None:
-        # only these filters read the documents: otherwise the count stays inside the triplets' indexes
-        # (bench/store.py: joining every row of a popular subject to its document set its p95)
-        counted = counted.join(Document, TripletRow.document_id == Document.id)
-    total = session.scalar(apply_filter(counted, flt)) or 0
-    statement = _records(flt).order_by(TripletRow.id).offset(offset)
+    total = count_triplets(session, flt)
+    # The page is cut from the triplets alone and joined to its documents after: every segment then
+    # reads its rows in id order from an index and stops at the page's end.
+    page = matching(flt).offset(offset)
     if limit is not None:
-        statement = statement.limit(limit)
-    return Page([TripletRecord(*row) for row in session.execute(statement)], total, offset, limit)
+        page = page.limit(limit)
+    return Page([TripletRecord(*row) for row in session.execute(_records(page))], total, offset, limit)
 
 
 def iter_triplets(session: Session, flt: TripletFilter, *, batch: int = STREAM_BATCH) -> Iterator[TripletRecord]:
     """Every matching triplet, in constant memory: keyset pages on the primary key."""
     after = 0
     while True:
-        rows = session.execute(_records(flt).where(TripletRow.id > after).order_by(TripletRow.id).limit(batch)).all()
+        rows = session.execute(_records(matching(flt).where(TripletRow.id > after).limit(batch))).all()
         for row in rows:
             yield TripletRecord(*row)
         if len(rows) < batch:
@@ -189,7 +206,7 @@ def find_distinct(session: Session, flt: TripletFilter, *, limit: int | None = 1
                   offset: int = 0) -> Page[DistinctTriplet]:
     """One page of distinct triplets across documents and jobs, with the number of distinct triplets matching."""
     _check_page(limit, offset)
-    keys = apply_filter(select(*_KEY).join(Document, TripletRow.document_id == Document.id), flt).group_by(*_KEY)
+    keys = apply_filter(select(*_KEY), flt).group_by(*_KEY)
     total = session.scalar(select(func.count()).select_from(keys.subquery())) or 0
     statement = _distinct(flt).offset(offset)
     if limit is not None:

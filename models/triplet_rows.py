@@ -1,4 +1,5 @@
-"""Triplet rows for the store, and the fast way in: COPY on PostgreSQL, one executemany on SQLite.
+"""Triplet rows for the store, and the fast way into its newest segment: COPY on PostgreSQL, one
+executemany on SQLite.
 
 A worker writes a few thousand rows per group; through the ORM's bulk insert each row is a dict
 that SQLAlchemy re-inspects, defaults and binds one by one (on PostgreSQL as multi-row INSERTs it
@@ -17,42 +18,51 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models.triplet import Span, Triplet, locate
+from models import segments
+from models.segments import COLUMNS
+from models.triplet import Span, Triplet
 
-COLUMNS = (
-    "document_id", "subject", "subject_type", "predicate", "object", "object_type", "subject_start",
-    "subject_end", "object_start", "object_end", "model", "adapter", "prompt_version", "fingerprint", "created_at",
-)
-_COPY = f"COPY triplets ({', '.join(COLUMNS)}) FROM STDIN"
-_INSERT = f"INSERT INTO triplets ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-
-def fingerprint(triplet: Triplet, model: str, adapter: str, prompt_version: str) -> str:
-    parts = (*triplet.key, model, adapter, prompt_version)
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+_NAMES = ", ".join(COLUMNS)
 
 
 def document_rows(document_id: int, text: str, triplets: Sequence[Triplet],
                   spans: Sequence[tuple[Span | None, Span | None]] | None, *, model: str, adapter: str,
                   prompt_version: str, created_at: datetime | str) -> list[tuple]:
-    """One document's rows, a triplet repeated in the answer kept once (the fingerprint is the key)."""
+    """One document's rows, a triplet repeated in the answer kept once.
+
+    The fingerprint (the key) is the SHA-256 of the triplet's five fields and the extractor, joined
+    by U+001F. One loop with nothing called per triplet but the hash and ``str.find``: it runs for
+    every stored triplet, and the calls it replaced were a fifth of the write path's time (2-core
+    machine, profiled).
+    """
     rows = []
     seen: set[str] = set()
+    extractor = "\x1f" + "\x1f".join((model, adapter, prompt_version))
+    sha256 = hashlib.sha256
     for index, triplet in enumerate(triplets):
-        key = fingerprint(triplet, model, adapter, prompt_version)
+        subject, obj = triplet.subject, triplet.object
+        key = sha256(("\x1f".join((subject, triplet.subject_type, triplet.predicate, obj, triplet.object_type))
+                      + extractor).encode("utf-8")).hexdigest()
         if key in seen:
             continue
         seen.add(key)
         if spans is not None:
             subject_span, object_span = spans[index]
-        else:
-            subject_span, object_span = locate(text, triplet.subject), locate(text, triplet.object)
-        rows.append((
-            document_id, triplet.subject, triplet.subject_type, triplet.predicate, triplet.object, triplet.object_type,
-            subject_span.start if subject_span else None, subject_span.end if subject_span else None,
-            object_span.start if object_span else None, object_span.end if object_span else None,
-            model, adapter, prompt_version, key, created_at,
-        ))
+            subject_start = subject_end = object_start = object_end = None
+            if subject_span is not None:
+                subject_start, subject_end = subject_span.start, subject_span.end
+            if object_span is not None:
+                object_start, object_end = object_span.start, object_span.end
+        else:  # the first occurrence in the text, as ``locate`` finds it
+            subject_start = text.find(subject) if subject else -1
+            object_start = text.find(obj) if obj else -1
+            subject_end = subject_start + len(subject) if subject_start >= 0 else None
+            object_end = object_start + len(obj) if object_start >= 0 else None
+            subject_start = subject_start if subject_start >= 0 else None
+            object_start = object_start if object_start >= 0 else None
+        rows.append((document_id, subject, triplet.subject_type, triplet.predicate, obj, triplet.object_type,
+                     subject_start, subject_end, object_start, object_end, model, adapter, prompt_version, key,
+                     created_at))
     return rows
 
 
@@ -80,19 +90,23 @@ def insert_triplets(session: Session, rows: Sequence[tuple]) -> int:
     """
     if not rows:
         return 0
+    segment, first_id = segments.writable(session)
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        # One executemany of one prepared statement: sqlite3 loops over the tuples in C.
-        connection.exec_driver_sql(_INSERT, list(rows))
+        # One executemany of one prepared statement: sqlite3 loops over the tuples in C. This writer
+        # holds the only write lock, so the ids after the segment's last are its own.
+        statement = f"INSERT INTO {segment.name} (id, {_NAMES}) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+        connection.exec_driver_sql(statement, [(first_id + index, *row) for index, row in enumerate(rows)])
         return len(rows)
     import psycopg  # only a PostgreSQL store needs its driver
 
+    copy_rows = f"COPY {segment.name} ({_NAMES}) FROM STDIN"  # ids from the segments' shared sequence
     driver = connection.connection.driver_connection
     try:
-        with driver.cursor() as cursor, cursor.copy(_COPY) as copy:
+        with driver.cursor() as cursor, cursor.copy(copy_rows) as copy:
             for row in rows:
                 copy.write_row(row)
     except psycopg.Error as exc:
         # Callers (the worker's store-one-by-one fallback) catch SQLAlchemy's errors, as for any statement.
-        raise DBAPIError.instance(_COPY, None, exc, psycopg.Error) from exc
+        raise DBAPIError.instance(copy_rows, None, exc, psycopg.Error) from exc
     return len(rows)

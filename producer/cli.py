@@ -244,6 +244,25 @@ def db_upgrade() -> None:
     typer.echo("database at head")
 
 
+@db_app.command("compact")
+def db_compact(
+    keep: Annotated[int, typer.Option(min=3, help="Merge segments until at most this many are left.")] = 32,
+) -> None:
+    """Merge the triplet store's segments (16 of one size at a time) so that lookups ask fewer tables."""
+    from models import segments
+    from models.db import make_session_factory
+    from models.migrate import require_head
+    from models.settings import get_settings
+
+    url = get_settings().database_url
+    require_head(url)
+    with make_session_factory(url).begin() as session:
+        before = len(segments.all_segments(session))
+        merges = segments.compact(session, keep=keep)
+        after = len(segments.all_segments(session))
+    typer.echo(f"{merges} merges: {before} segments -> {after}")
+
+
 def main() -> None:
     """Run the CLI; every error leaves as one line on stderr and an exit code (see EXIT_CODES)."""
     try:

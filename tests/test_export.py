@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import read_sessions
 from models.graph_export import Entity, iter_entities
 from models.migrate import upgrade
-from models.tables import Document, Job, Status, TripletRow
+from models import triplet_rows
+from models.tables import Document, Job, Status, utcnow
 from models.triplet_query import TripletFilter, find_distinct, find_triplets, iter_triplets
 from producer.export_commands import export_neo4j, export_stream
 from producer.graph_formats import DEFAULT_BASE_IRI, NODE_HEADER, RELATIONSHIP_HEADER, entity_id, record_fields
@@ -47,9 +48,9 @@ def seed(sessions: sessionmaker[Session], rows: list[tuple[str, ...]], *, job: s
             {"job_id": job_id, "external_id": f"{job}:{n}", "sha256": f"{job}-{n}", "text": "…", "status": Status.done}
             for n in range(documents)
         ]).all()
-        session.execute(insert(TripletRow), [
-            {"document_id": doc, "subject": s, "subject_type": st, "predicate": p, "object": o, "object_type": ot,
-             "model": "m", "adapter": "", "prompt_version": "v1", "fingerprint": f"{doc}-{i}"}
+        now = triplet_rows.timestamp(session, utcnow())
+        triplet_rows.insert_triplets(session, [
+            (doc, s, st, p, o, ot, None, None, None, None, "m", "", "v1", f"{doc}-{i}", now)
             for doc in doc_ids for i, (s, st, p, o, ot) in enumerate(rows)
         ])
     return job_id

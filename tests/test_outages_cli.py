@@ -46,6 +46,7 @@ DATABASE_COMMANDS = {
     "train-status": ["train", "status"],
     "train-submit": ["train", "submit", "--name", "x", "--base-model", "MODEL", "--train-data", "CORPUS"],
     "db-upgrade": ["db", "upgrade"],
+    "db-compact": ["db", "compact"],
     "eval": ["eval", "--adapter", "x:1", "--data", "CORPUS"],
 }
 BROKER_COMMANDS = {

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devkit.services import port_open
-from models import claims, store, triplet_query, triplet_rows
+from models import claims, segments, store, triplet_query, triplet_rows
 from models.db import get_engine, make_session_factory
 from models.migrate import alembic_config, upgrade
 from models.tables import Base, TripletRow
@@ -34,16 +34,16 @@ def _indexes(url: str, table: str) -> dict[str, list[str]]:
 
 
 def test_migrated_indexes_are_the_tables_indexes(database_url: str) -> None:
-    triplets, documents = _indexes(database_url, "triplets"), _indexes(database_url, "documents")
-    assert triplets["ix_triplets_subject"] == ["subject", "id"]
-    assert triplets["ix_triplets_object_predicate"] == ["object", "predicate"]
-    assert triplets["ix_triplets_predicate"] == ["predicate"]
-    assert "ix_triplets_object" not in triplets  # (object, predicate) serves object lookups alone too
+    triplets, documents = _indexes(database_url, "triplets_0001"), _indexes(database_url, "documents")
+    assert triplets == {"ix_triplets_0001_subject": ["subject", "id"], "ix_triplets_0001_predicate": ["predicate"],
+                        # (object, predicate) serves object lookups alone too
+                        "ix_triplets_0001_object_predicate": ["object", "predicate"],
+                        "ix_triplets_0001_document": ["document_id"]}
+    assert {ix.name for ix in segments.segment_table("triplets_0001", "sqlite").indexes} == set(triplets)
     assert documents["ix_documents_external_id"] == ["external_id"]
-    for table, found in (("triplets", triplets), ("documents", documents)):
-        declared = {ix.name for ix in Base.metadata.tables[table].indexes}
-        # PostgreSQL reports the unique constraint's index as well: compare only the plain ones.
-        assert {name for name in found if name.startswith("ix_")} == declared
+    declared = {ix.name for ix in Base.metadata.tables["documents"].indexes}
+    # PostgreSQL reports the unique constraint's index as well: compare only the plain ones.
+    assert {name for name in documents if name.startswith("ix_")} == declared
 
 
 def test_migration_0005_downgrades_to_the_object_index_and_back(database_url: str) -> None:
@@ -52,21 +52,23 @@ def test_migration_0005_downgrades_to_the_object_index_and_back(database_url: st
     assert triplets["ix_triplets_object"] == ["object"]
     assert "ix_triplets_object_predicate" not in triplets
     assert "ix_documents_external_id" not in _indexes(database_url, "documents")
-    upgrade(database_url)
+    upgrade(database_url, "0005")
     assert "ix_triplets_object_predicate" in _indexes(database_url, "triplets")
+    upgrade(database_url)
 
 
 def test_migration_0006_downgrades_to_the_subject_index_alone_and_back(database_url: str) -> None:
     command.downgrade(alembic_config(database_url), "0005")
     assert _indexes(database_url, "triplets")["ix_triplets_subject"] == ["subject"]
-    upgrade(database_url)
+    upgrade(database_url, "0006")
     assert _indexes(database_url, "triplets")["ix_triplets_subject"] == ["subject", "id"]
+    upgrade(database_url)
 
 
 def _sorts_a_subjects_page(url: str) -> bool:
     """Whether the plan of ``find_triplets``' page for one subject sorts the subject's rows (instead of
     reading them in id order from an index). Scans of the whole table are ruled out: the table is tiny."""
-    statement = triplet_query._records(triplet_query.TripletFilter(subject="张玲")).order_by(TripletRow.id).limit(100)
+    statement = triplet_query.matching(triplet_query.TripletFilter(subject="张玲")).limit(100)
     with make_session_factory(url)() as session:
         connection = session.connection()
         sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
@@ -182,7 +184,23 @@ def test_store_benchmark_runs_on_both_stores(tmp_path: Path) -> None:
                      "neighbours depth 2 (typical entity)", "distinct page, one subject"):
             assert 0 < values[f"{name} p50 ms"] <= values[f"{name} p95 ms"]
         assert values["store size GB"] >= 0
+        assert values["segments"] >= 1
     assert "subject lookup (typical entity) p95 ms" in result.stdout
+
+
+def test_store_writers_benchmark_stores_every_writers_groups(tmp_path: Path) -> None:
+    out = tmp_path / "writers.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_writers.py"), "--triplets", "3000", "--group", "64",
+         "--writers", "1,2", "--store", "sqlite", "--out", str(out), "--scratch", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    # each writer stores at least its share; the script refuses a run that stored less than it promised
+    assert [row["writers"] for row in rows] == [1, 2] and all(row["triplets"] >= 3000 for row in rows)
+    assert all(row["insert_triplets_per_s"] > 0 and row["seconds"] > 0 for row in rows)
+    assert list(tmp_path.glob("triplets-writers-*")) == []
 
 
 def test_a_segmented_layout_starts_a_table_every_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,7 +222,7 @@ def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "int-fingerprint", "cache-1g", "commit-10",
+    assert [row["variant"] for row in rows] == ["store", "no-text-indexes", "cache-1g", "commit-10",
                                                 "checkpoint-1g", "mmap", "sorted", "no-journal", "segments-256k",
                                                 "segments-1m"]
     assert all(row["triplets"] >= 6000 and row["rows_per_s"] > 0 and row["tables"] == 1 for row in rows)
