@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from models.db import get_engine  # noqa: E402
+from models import triplet_rows  # noqa: E402
+from models.db import make_session_factory  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
-from models.tables import Document, Job, Status, TripletRow  # noqa: E402
+from models.tables import Document, Job, Status, utcnow  # noqa: E402
 
 PER_DOCUMENT = 10
 CHUNK = 50_000
@@ -55,20 +56,21 @@ def build_store(url: str, triplets: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     names = entity_names(max(triplets // 4, 10), rng)
     upgrade(url)
-    with get_engine(url).begin() as conn:
-        job = conn.execute(insert(Job).returning(Job.id), {"name": "bench"}).scalar_one()
+    with make_session_factory(url).begin() as session:
+        job = session.execute(insert(Job).returning(Job.id), {"name": "bench"}).scalar_one()
         documents = triplets // PER_DOCUMENT
-        conn.execute(insert(Document), [
-            {"job_id": job, "external_id": f"doc:{i}", "sha256": f"{i:064x}", "text": "…", "status": Status.done}
+        session.execute(insert(Document), [
+            {"job_id": job, "external_id": f"doc:{i}", "sha256": f"{i:064x}", "text": "…", "status": Status.done,
+             "has_triplets": True}
             for i in range(documents)
         ])
-        first = conn.scalar(select(func.min(Document.id)))
-        for start in range(0, triplets, CHUNK):
-            conn.execute(insert(TripletRow), [
-                {"document_id": first + n // PER_DOCUMENT, "subject": rng.choice(names),
-                 "subject_type": rng.choice(TYPES), "predicate": rng.choice(PREDICATES),
-                 "object": rng.choice(names), "object_type": rng.choice(TYPES), "model": "bench", "adapter": "",
-                 "prompt_version": "v1", "fingerprint": f"{n:064x}"}
+        first = session.scalar(select(func.min(Document.id)))
+        created_at = triplet_rows.timestamp(session, utcnow())
+        for start in range(0, triplets, CHUNK):  # into the store's segments, as workers write
+            triplet_rows.insert_triplets(session, [
+                (first + n // PER_DOCUMENT, rng.choice(names), rng.choice(TYPES), rng.choice(PREDICATES),
+                 rng.choice(names), rng.choice(TYPES), None, None, None, None, "bench", "", "v1", f"{n:064x}",
+                 created_at)
                 for n in range(start, min(start + CHUNK, triplets))
             ])
 
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--triplets", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=ROOT / ".triplets" / "export-bench",
                         help="Folder for the store (kept and reused) and the exports (replaced).")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "export_memory.json")
     options = parser.parse_args()
     options.work.mkdir(parents=True, exist_ok=True)
     store = options.work / f"store-{options.triplets}.db"
@@ -119,7 +122,7 @@ def main() -> None:
               f"{row['summary']}")
     report = {"triplets": options.triplets, "database": "sqlite", "python": platform.python_version(),
               "cpus": os.cpu_count(), "runs": rows}
-    out = ROOT / "bench" / "results" / "export_memory.json"
+    out = options.out
     out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"(JSON: {out})")
 

@@ -231,3 +231,15 @@ def test_store_layouts_benchmark_runs_each_variant_on_the_stores_own_table(tmp_p
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "store_layouts.py"), "--variants", "store,btree"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--variants: unknown btree" in bad.stderr
+
+
+def test_export_memory_benchmark_exports_its_store_in_every_format(tmp_path: Path) -> None:
+    out = tmp_path / "export.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "export_memory.py"), "--triplets", "2000", "--work", str(tmp_path),
+         "--out", str(out)], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {run["format"]: run for run in json.loads(out.read_text())["runs"]}
+    assert runs["jsonl"]["summary"] == f"wrote 2000 triplets to {tmp_path / 'jsonl'}"
+    assert all(run["peak_rss_mb"] > 0 for run in runs.values()) and len(runs) == 6
