@@ -82,7 +82,7 @@ def run(kind: str, writers: int, args: argparse.Namespace, folder: Path) -> dict
         raise SystemExit(f"stored fewer triplets than promised: {spans}")
     total = sum(span["triplets"] for span in spans)
     seconds = max(span["end"] for span in spans) - min(span["start"] for span in spans)
-    return {"store": kind, "writers": writers, "triplets": total, "seconds": round(seconds, 1),
+    return {"store": kind, "writers": writers, "triplets": total, "seconds": round(seconds, 3),
             "insert_triplets_per_s": round(total / seconds), "machine": machine()}
 
 

@@ -39,9 +39,11 @@ ID_SEQUENCE = "triplet_ids"  # PostgreSQL: every segment's id default
 # Ids a segment takes before the next opens. On SQLite each group's commit writes every index page
 # its rows touched, which is most pages of a segment's indexes: the write path stored 36.9 k
 # triplets/s in segments of 262,144 rows and 49.1 k in segments of 65,536 (600 k triplets, 2-core
-# machine). PostgreSQL's insert depends less on the segment's size, while every segment adds to
-# each query's start-up (locks, plans): it gets fewer, larger ones.
-DEFAULT_CAPACITY = {"sqlite": 65_536, "postgresql": 1_048_576}
+# machine). PostgreSQL slows as a segment's indexes outgrow its buffer cache (128 MB by default):
+# 2 M triplets in segments of 1,048,576 rows went in at 48.3 k/s (last 10 %: 43.2 k), in segments
+# of 262,144 at 53.4 k (54.2 k) (2-core AMD EPYC). Every segment adds to each query's start-up
+# (locks, plans), so PostgreSQL's are not smaller still.
+DEFAULT_CAPACITY = {"sqlite": 65_536, "postgresql": 262_144}
 # Row columns after the id, in the order writers hand them over.
 COLUMNS = (
     "document_id", "subject", "subject_type", "predicate", "object", "object_type", "subject_start",

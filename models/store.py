@@ -122,11 +122,18 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
     ids = sorted(outcome.document_id for outcome in outcomes)
     now = utcnow()
     created_at = triplet_rows.timestamp(session, now)
-    # The rows are made before the first statement: on SQLite that statement takes the store's one
-    # write lock, which other workers' groups wait for.
-    rows_of = {outcome.document_id: triplet_rows.document_rows(
-        outcome.document_id, outcome.text, outcome.triplets, outcome.spans, model=model, adapter=adapter,
-        prompt_version=prompt_version, created_at=created_at) for outcome in outcomes if outcome.error is None}
+
+    def rows_of(outcome: Outcome) -> list[tuple]:
+        return triplet_rows.document_rows(outcome.document_id, outcome.text, outcome.triplets, outcome.spans,
+                                          model=model, adapter=adapter, prompt_version=prompt_version,
+                                          created_at=created_at)
+
+    # On SQLite the rows are made before the first statement, which takes the store's one write lock
+    # that other workers' groups wait for. On PostgreSQL they are made while COPY sends them: the
+    # server stores one chunk while the next is made, on the other core.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    made = {} if postgres else {
+        outcome.document_id: rows_of(outcome) for outcome in outcomes if outcome.error is None}
     # Locking the documents (in id order, so two workers cannot deadlock) serialises two
     # deliveries of one document: the later replaces the earlier's rows instead of interleaving.
     lock = (select(Document.id, Document.has_triplets).where(triplet_rows.one_of(session, Document.id, ids))
@@ -142,15 +149,15 @@ def record_outcomes(session: Session, outcomes: Sequence[Outcome], *, model: str
     # Only a document stored before can have rows to replace; a first run skips the search.
     segments.delete_rows(session, [outcome.document_id for outcome in done if held[outcome.document_id]],
                          model=model, adapter=adapter, prompt_version=prompt_version)
-    rows = [row for outcome in done for row in rows_of[outcome.document_id]]
-    triplet_rows.insert_triplets(session, rows)
+    stored = triplet_rows.insert_triplets(session, (
+        row for outcome in done for row in (rows_of(outcome) if postgres else made[outcome.document_id])))
     _finish_documents(session, now, [
         (outcome.document_id, Status.done, None, outcome.warning, None, list(outcome.rejected) or None)
         if outcome.error is None else
         (outcome.document_id, Status.failed, outcome.error, None, outcome.raw_output, None)
         for outcome in outcomes
     ])
-    return Recorded(len(rows), fenced)
+    return Recorded(stored, fenced)
 
 
 _FINISHED_COLUMNS = ("id", "status", "error", "warning", "raw_output", "rejected")

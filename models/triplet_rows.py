@@ -10,7 +10,8 @@ as they are; ``bench/store.py`` times the result.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Integer, any_, bindparam
@@ -83,30 +84,36 @@ def one_of(session: Session, column: ColumnElement[int], ids: Sequence[int]) -> 
     return column.in_(ids)
 
 
-def insert_triplets(session: Session, rows: Sequence[tuple]) -> int:
+def insert_triplets(session: Session, rows: Iterable[tuple]) -> int:
     """Insert rows (``COLUMNS`` order) in the session's transaction; returns how many.
 
-    The caller removes rows they would collide with first: neither path skips conflicts.
+    On PostgreSQL ``rows`` may be made as they are read: COPY sends them in chunks, which the server
+    stores while the next chunk is made. The caller removes rows they would collide with first:
+    neither path skips conflicts.
     """
-    if not rows:
+    rows = iter(rows)
+    if (first := next(rows, None)) is None:
         return 0
+    rows = itertools.chain((first,), rows)
     segment, first_id = segments.writable(session)
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         # One executemany of one prepared statement: sqlite3 loops over the tuples in C. This writer
         # holds the only write lock, so the ids after the segment's last are its own.
         statement = f"INSERT INTO {segment.name} (id, {_NAMES}) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-        connection.exec_driver_sql(statement, [(first_id + index, *row) for index, row in enumerate(rows)])
-        return len(rows)
+        numbered = [(first_id + index, *row) for index, row in enumerate(rows)]
+        connection.exec_driver_sql(statement, numbered)
+        return len(numbered)
     import psycopg  # only a PostgreSQL store needs its driver
 
     copy_rows = f"COPY {segment.name} ({_NAMES}) FROM STDIN"  # ids from the segments' shared sequence
     driver = connection.connection.driver_connection
+    written = 0
     try:
         with driver.cursor() as cursor, cursor.copy(copy_rows) as copy:
-            for row in rows:
+            for written, row in enumerate(rows, 1):
                 copy.write_row(row)
     except psycopg.Error as exc:
         # Callers (the worker's store-one-by-one fallback) catch SQLAlchemy's errors, as for any statement.
         raise DBAPIError.instance(copy_rows, None, exc, psycopg.Error) from exc
-    return len(rows)
+    return written

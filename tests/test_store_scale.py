@@ -162,6 +162,7 @@ def test_a_row_the_database_refuses_raises_a_sqlalchemy_error(sessions: sessionm
 def test_insert_triplets_of_nothing_touches_nothing(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
         assert triplet_rows.insert_triplets(session, []) == 0
+        assert triplet_rows.insert_triplets(session, iter(())) == 0
     assert _stored(sessions) == []
 
 
