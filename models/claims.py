@@ -20,6 +20,7 @@ from enum import Enum
 from sqlalchemy import Row, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from models.db import one_of
 from models.tables import FINISHED, Document, Job, Status, TrainingJob, Worker
 from models.workers import alive, database_now, live_worker_ids
 
@@ -51,7 +52,7 @@ def claim_documents(session: Session, *, document_ids: Sequence[int], owner: str
         select(Document.id, Document.text, Document.status, Document.owner, Document.claim_size,
                Document.crashes_alone, Document.attempts, Job.cancelled_at)
         .join(Job, Job.id == Document.job_id)
-        .where(Document.id.in_(document_ids), Document.status.not_in(FINISHED))
+        .where(one_of(session, Document.id, document_ids), Document.status.not_in(FINISHED))
         .order_by(Document.id)
         .with_for_update(of=Document)
     ).all()
@@ -78,14 +79,10 @@ def claim_documents(session: Session, *, document_ids: Sequence[int], owner: str
     if len(rest) > 1 and lost:
         claim.resend = split_lost(lost)
         # Each smaller claim starts afresh; a document that is alone in one is charged if it kills again.
-        session.execute(update(Document).where(Document.id.in_(lost_ids))
-                        .values(status=Status.pending, owner=None, claim_size=None))
+        _set(session, sorted(lost_ids), status=Status.pending, owner=None, claim_size=None)
     if take:
-        session.execute(
-            update(Document).where(Document.id.in_([row.id for row in take]))
-            .values(status=Status.running, owner=owner, claim_size=len(take), attempts=Document.attempts + 1,
-                    started_at=database_now(session))
-        )
+        _set(session, [row.id for row in take], status=Status.running, owner=owner, claim_size=len(take),
+             attempts=Document.attempts + 1, started_at=database_now(session))
     claim.documents = [ClaimedDocument(row.id, row.text, row.attempts + 1) for row in take]
     return claim
 
@@ -99,7 +96,7 @@ def release_documents(session: Session, *, document_ids: Sequence[int], owner: s
     document is charged.
     """
     ids = list(session.scalars(
-        select(Document.id).where(Document.id.in_(document_ids), Document.owner == owner,
+        select(Document.id).where(one_of(session, Document.id, document_ids), Document.owner == owner,
                                   Document.status == Status.running).with_for_update()))
     _release_lost(session, ids)
     return len(ids)
@@ -151,23 +148,29 @@ def _release_lost(session: Session, ids: Sequence[int]) -> set[int]:
     if not ids:
         return set()
     rows = session.execute(select(Document.id, Document.owner, Document.claim_size)
-                           .where(Document.id.in_(ids))).all()
+                           .where(one_of(session, Document.id, ids))).all()
     held = dict(session.execute(
         select(Document.owner, func.count()).where(Document.owner.in_({row.owner for row in rows}),
                                                    Document.status == Status.running)
         .group_by(Document.owner)).all())
     charged = {row.id for row in rows if row.claim_size == 1 and held.get(row.owner) == 1}
-    session.execute(update(Document).where(Document.id.in_(ids)).values(status=Status.pending, owner=None))
+    _set(session, ids, status=Status.pending, owner=None)
     if charged:
-        session.execute(update(Document).where(Document.id.in_(charged))
-                        .values(crashes_alone=Document.crashes_alone + 1))
+        _set(session, sorted(charged), crashes_alone=Document.crashes_alone + 1)
     return charged
 
 
 def _fail(session: Session, ids: Sequence[int], reason: str) -> None:
     if ids:
-        session.execute(update(Document).where(Document.id.in_(ids)).values(
-            status=Status.failed, owner=None, error=reason, finished_at=database_now(session)))
+        _set(session, ids, status=Status.failed, owner=None, error=reason, finished_at=database_now(session))
+
+
+def _set(session: Session, ids: Sequence[int], **values: object) -> None:
+    """Update documents by id. These functions load no Document objects, so the session has none to
+    synchronise: left on, the ORM looked each updated id up in it (a claim of 1,024 documents on
+    PostgreSQL: 40.6 µs a document with, 35.3 without; 2-core machine)."""
+    session.execute(update(Document).where(one_of(session, Document.id, ids)).values(**values),
+                    execution_options={"synchronize_session": False})
 
 
 class TrainingClaim(Enum):

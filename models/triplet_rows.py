@@ -14,8 +14,6 @@ import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Integer, any_, bindparam
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -71,17 +69,6 @@ def timestamp(session: Session, moment: datetime) -> datetime | str:
     """``moment`` as the rows carry it. SQLite's driver formats a datetime per row (its default
     adapter, ``isoformat(" ")``: 6 % of a group's store time); its rows get that string, made once."""
     return moment if session.get_bind().dialect.name == "postgresql" else moment.isoformat(" ")
-
-
-def one_of(session: Session, column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
-    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, one parameter instead of a group's 1,024.
-
-    psycopg re-parses a statement too long for its cache on every call: 15 ms for a 1,024-id ``IN``
-    on this project's 2-core machine, twice per stored group (the lock, the delete).
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
-    return column.in_(ids)
 
 
 def insert_triplets(session: Session, rows: Iterable[tuple]) -> int:

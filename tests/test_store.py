@@ -46,6 +46,25 @@ def test_duplicate_texts_in_a_job_are_skipped(sessions: sessionmaker[Session]) -
     assert len(elsewhere) == 1
 
 
+def test_added_documents_are_pending_with_their_fields_in_input_order(sessions: sessionmaker[Session]) -> None:
+    texts = [TEXT, 'a "quoted"\nline, with a tab\t and a backslash \\', "第三篇"]
+    long_id = "x" * 600
+    with sessions.begin() as session:
+        job = store.create_job(session, name="t")
+        ids = store.add_documents(session, job_id=job.id, documents=[
+            store.NewDocument(texts[0], "first"), store.NewDocument(texts[1], long_id),
+            store.NewDocument(texts[0], "a copy"), store.NewDocument(texts[2], "third")])
+    with sessions() as session:
+        documents = [session.get(Document, doc_id) for doc_id in ids]
+    assert ids == sorted(ids) and len(ids) == 3
+    assert [d.text for d in documents] == texts
+    assert [d.external_id for d in documents] == ["first", "x" * 500, "third"]
+    assert [d.sha256 for d in documents] == [store.text_sha256(t) for t in texts]
+    assert {(d.job_id, d.status, d.attempts, d.crashes_alone, d.has_triplets) for d in documents} == {
+        (job.id, Status.pending, 0, 0, False)}
+    assert all(d.created_at is not None for d in documents)
+
+
 def test_recording_twice_leaves_one_copy(sessions: sessionmaker[Session]) -> None:
     _, (doc_id,) = _job_with(sessions, TEXT)
     for _ in range(2):
