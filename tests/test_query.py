@@ -114,6 +114,7 @@ def test_pages_carry_the_total_and_negative_bounds_are_refused(sessions: session
         page = tq.find_triplets(session, TripletFilter(), limit=2, offset=2)
         everything = tq.find_triplets(session, TripletFilter(), limit=None)
         beyond = tq.find_distinct(session, TripletFilter(), offset=10)
+        distinct_page = tq.find_distinct(session, TripletFilter(), limit=2, offset=2)
         for find in (tq.find_triplets, tq.find_distinct):
             with pytest.raises(InputError, match="^limit: must be 0 or more, got -1$"):
                 find(session, TripletFilter(), limit=-1)
@@ -122,6 +123,8 @@ def test_pages_carry_the_total_and_negative_bounds_are_refused(sessions: session
     assert [item.subject for item in page.items] == ["实体2", "实体3"] and page.total == 5
     assert len(everything.items) == everything.total == 5
     assert (beyond.items, beyond.total) == ([], 5)
+    # the total counts every distinct triplet, not the page it comes with
+    assert [item.subject for item in distinct_page.items] == ["实体2", "实体3"] and distinct_page.total == 5
 
 
 def test_neighbors_reach_as_far_as_depth(sessions: sessionmaker[Session]) -> None:
