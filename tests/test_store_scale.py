@@ -189,6 +189,29 @@ def test_store_benchmark_runs_on_both_stores(tmp_path: Path) -> None:
     assert "subject lookup (typical entity) p95 ms" in result.stdout
 
 
+def test_store_phases_benchmark_splits_the_write_path_into_its_phases(tmp_path: Path) -> None:
+    if not port_open("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    out = tmp_path / "phases.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "store_phases.py"), "--triplets", "3000", "--group", "64",
+         "--store", "both", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert sorted(results) == ["postgres", "sqlite"]
+    for phases in results.values():
+        store_phases = [phases[name] for name in ("rows (COPY / executemany)", "mark documents done",
+                                                  "lock and the rest", "commit")]
+        assert phases["triplets"] >= 3000 and all(value > 0 for value in store_phases)
+        assert phases["add documents"] > 0 and phases["claim"] > 0
+        # the phases are the store's whole time: their sum gives back its rate
+        assert phases["insert triplets/s (record_outcomes)"] == pytest.approx(1e6 / sum(store_phases), rel=0.02)
+        assert phases["load triplets/s incl. adding and claiming"] < phases["insert triplets/s (record_outcomes)"]
+    assert "mark documents done" in result.stdout
+
+
 def test_store_writers_benchmark_stores_every_writers_groups(tmp_path: Path) -> None:
     out = tmp_path / "writers.json"
     result = subprocess.run(
