@@ -210,7 +210,7 @@ def find_distinct(session: Session, flt: TripletFilter, *, limit: int | None = 1
     if limit != 0:
         # The total comes with the page, counted over the groups it was cut from: the matching rows
         # are grouped once, not once for the total and again for the page (the whole store at 1 M
-        # triplets: 6.2 -> 4.8 s on SQLite, 3.2 -> 2.7 s on PostgreSQL, 2-core machine).
+        # triplets: 6.7 -> 4.6 s on SQLite, 3.4 -> 2.6 s on PostgreSQL; docs/benchmarks.md, run L).
         statement = _distinct(flt).add_columns(func.count().over()).offset(offset)
         if limit is not None:
             statement = statement.limit(limit)
