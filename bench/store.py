@@ -91,7 +91,8 @@ class Corpus:
 
 
 def load(sessions: sessionmaker[Session], corpus: Corpus, triplets: int, group: int, analyze: bool) -> list[dict]:
-    """Store groups until ``triplets`` rows exist; one record per group: triplets, seconds (store, documents).
+    """Store groups until ``triplets`` rows exist; one record per group: triplets, seconds (store, documents),
+    and their parts (adding, claiming, the store's commit).
 
     With ``analyze``, ANALYZE runs whenever the store has grown by 10 %, as PostgreSQL's autovacuum
     does by default (autovacuum_analyze_scale_factor 0.1); this machine's server runs with it off,
@@ -105,18 +106,21 @@ def load(sessions: sessionmaker[Session], corpus: Corpus, triplets: int, group: 
         started = time.perf_counter()
         with sessions.begin() as session:
             ids = store.add_documents(session, job_id=job_id, documents=[store.NewDocument(t, e) for t, e, _ in docs])
+        added = time.perf_counter()
         with sessions.begin() as session:
             claims.claim_documents(session, document_ids=ids, owner=OWNER, lease_seconds=3600, max_attempts=3)
-        added = time.perf_counter()
+        claimed = time.perf_counter()
         outcomes = [store.Outcome(i, text, found) for i, (text, _, found) in zip(ids, docs)]
         with sessions.begin() as session:
             recorded = store.record_outcomes(session, outcomes, owner=OWNER, **EXTRACTOR)
+            committing = time.perf_counter()
         done = time.perf_counter()
         promised = sum(len(set(found)) for _, _, found in docs)  # a triplet repeated in a document is stored once
         if len(ids) != len(docs) or recorded.fenced or recorded.triplets != promised:
             raise SystemExit(f"group stored {recorded.triplets} triplets, fenced {len(recorded.fenced)}")
         stored += recorded.triplets
-        log.append({"triplets": recorded.triplets, "store_s": done - added, "documents_s": added - started,
+        log.append({"triplets": recorded.triplets, "store_s": done - claimed, "documents_s": claimed - started,
+                    "add_s": added - started, "claim_s": claimed - added, "commit_s": done - committing,
                     "analyze_s": 0.0})
         if analyze and stored > 2 * analyzed:
             with sessions.begin() as session:

@@ -1,7 +1,7 @@
 """Where the store's write path spends its time: µs per stored triplet in each phase.
 
-The load of ``bench/store.py`` (groups of 1,024 documents added, claimed, their outcomes stored
-by one ``store.record_outcomes`` call), with each phase timed on its own: adding the documents
+``bench/store.py``'s load (groups of 1,024 documents added, claimed, their outcomes stored by one
+``store.record_outcomes`` call), with each phase timed on its own: adding the documents
 (the producer's part), claiming them, and inside ``record_outcomes`` the COPY or executemany of
 the rows, the update that marks the documents done, the rest (the documents' lock, Python), and
 the commit. To compare two versions of the code, run it in a checkout of each
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.store import EXTRACTOR, OWNER, Corpus, fresh_store, machine  # noqa: E402
-from models import claims, store  # noqa: E402
+from bench.store import Corpus, fresh_store, load, machine  # noqa: E402
+from models import store  # noqa: E402
 from models.db import make_session_factory  # noqa: E402
 
 PHASES = ("add documents", "claim", "rows (COPY / executemany)", "mark documents done", "lock and the rest",
@@ -53,45 +53,20 @@ def measure(kind: str, triplets: int, group: int, seed: int) -> dict[str, float]
         with tempfile.TemporaryDirectory(prefix="triplets-phases-") as folder, \
                 fresh_store(kind, Path(folder)) as url:
             sessions = make_session_factory(url)
-            with sessions.begin() as session:
-                job_id = store.create_job(session, name="phases").id
-            corpus = Corpus(max(triplets // 10, 100), seed)
-            stored, analyzed = 0, 0
-            while stored < triplets:
-                docs = corpus.group(group)
-                started = time.perf_counter()
-                with sessions.begin() as session:
-                    ids = store.add_documents(session, job_id=job_id,
-                                              documents=[store.NewDocument(t, e) for t, e, _ in docs])
-                added = time.perf_counter()
-                with sessions.begin() as session:
-                    claims.claim_documents(session, document_ids=ids, owner=OWNER, lease_seconds=3600,
-                                           max_attempts=3)
-                claimed = time.perf_counter()
-                outcomes = [store.Outcome(i, text, found) for i, (text, _, found) in zip(ids, docs)]
-                with sessions() as session:
-                    with session.begin():
-                        stored += store.record_outcomes(session, outcomes, owner=OWNER, **EXTRACTOR).triplets
-                        recorded = time.perf_counter()
-                    committed = time.perf_counter()
-                seconds["add documents"] += added - started
-                seconds["claim"] += claimed - added
-                seconds["record"] += recorded - claimed
-                seconds["commit"] += committed - recorded
-                if kind == "postgres" and stored > 2 * analyzed:  # as bench/store.py: statistics at each doubling
-                    with sessions.begin() as session:
-                        session.connection().exec_driver_sql("ANALYZE")
-                    analyzed = stored
+            log = load(sessions, Corpus(max(triplets // 10, 100), seed), triplets, group,
+                       analyze=kind == "postgres")
             sessions.kw["bind"].dispose()
     finally:
         store.triplet_rows.insert_triplets, store._finish_documents = original_insert, original_finish
-    seconds["lock and the rest"] = (seconds["record"] - seconds["rows (COPY / executemany)"]
+    for name, key in (("add documents", "add_s"), ("claim", "claim_s"), ("commit", "commit_s"), ("store", "store_s")):
+        seconds[name] = sum(record[key] for record in log)
+    seconds["lock and the rest"] = (seconds["store"] - seconds["commit"] - seconds["rows (COPY / executemany)"]
                                     - seconds["mark documents done"])
+    stored = sum(record["triplets"] for record in log)
     per_triplet = {phase: round(seconds[phase] / stored * 1e6, 2) for phase in PHASES}
-    store_seconds = seconds["record"] + seconds["commit"]
-    return {"triplets": stored, **per_triplet, "insert triplets/s (record_outcomes)": round(stored / store_seconds),
+    return {"triplets": stored, **per_triplet, "insert triplets/s (record_outcomes)": round(stored / seconds["store"]),
             "load triplets/s incl. adding and claiming":
-                round(stored / (store_seconds + seconds["add documents"] + seconds["claim"]))}
+                round(stored / (seconds["store"] + seconds["add documents"] + seconds["claim"]))}
 
 
 def main() -> None:
