@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from devkit.services import postgres_database  # noqa: E402
 from models import claims, segments, store, triplet_query  # noqa: E402
-from models.db import make_session_factory  # noqa: E402
+from models.db import get_engine, make_session_factory  # noqa: E402
 from models.migrate import upgrade  # noqa: E402
 from models.triplet import Triplet  # noqa: E402
 from models.triplet_query import TripletFilter  # noqa: E402
@@ -136,13 +136,21 @@ def load(sessions: sessionmaker[Session], corpus: Corpus, triplets: int, group: 
 
 def timed(samples: list, call: Callable[[object], object]) -> dict[str, float]:
     """p50/p95 in ms of ``call(sample)`` over the samples, each in a session of its own (as a request)."""
-    seconds = []
-    for sample in samples:
-        started = time.perf_counter()
-        call(sample)
-        seconds.append(time.perf_counter() - started)
-    seconds.sort()
-    return {"p50": 1000 * statistics.median(seconds), "p95": 1000 * seconds[int(0.95 * (len(seconds) - 1))]}
+    return timed_side_by_side(samples, {"": call})[""]
+
+
+def timed_side_by_side(samples: list, calls: dict[str, Callable[[object], object]]) -> dict[str, dict[str, float]]:
+    """p50/p95 in ms of each call over the samples; every sample goes through each call in turn, the
+    first of them taking turns, so that none finds the pages the others read warmer than they did."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for number, sample in enumerate(samples):
+        names = list(calls)
+        for name in names[number % len(names):] + names[:number % len(names)]:
+            started = time.perf_counter()
+            calls[name](sample)
+            seconds[name].append(time.perf_counter() - started)
+    return {name: {"p50": 1000 * statistics.median(values),
+                   "p95": 1000 * sorted(values)[int(0.95 * (len(values) - 1))]} for name, values in seconds.items()}
 
 
 def measure_reads(sessions: sessionmaker[Session], corpus: Corpus, lookups: int, seed: int) -> dict[str, float]:
@@ -151,17 +159,27 @@ def measure_reads(sessions: sessionmaker[Session], corpus: Corpus, lookups: int,
     popular = [entity(int(rank)) for rank in corpus.ranks(lookups)]
     pairs = rng.sample(corpus.pairs, min(lookups, len(corpus.pairs)))
 
-    def run(make: Callable[[object], Callable]) -> Callable[[object], object]:
+    # An engine of its own (the same settings), so that its rollbacks leave the other's connection alone.
+    planning = sessionmaker(get_engine.__wrapped__(sessions.kw["bind"].url.render_as_string(hide_password=False)))
+
+    def run(make: Callable[[object], Callable], *, prepared: bool = True) -> Callable[[object], object]:
+        """Each call in a session of its own, as the web view's requests: ending by committing, which
+        keeps the connection's prepared statements (``models.db.read_sessions``); unprepared, ending by
+        rolling back, which drops them: every lookup planned afresh, as a one-off ``triplets query``."""
         def call(sample: object) -> object:
-            with sessions() as session:
+            with sessions.begin() if prepared else planning() as session:
                 return make(sample)(session)
         return call
 
     page = triplet_query.find_triplets
     results: dict[str, float] = {}
+    subject = lambda s: lambda x: page(x, TripletFilter(subject=s))  # noqa: E731
+    for kind, samples in (("typical", typical), ("popular", popular)):
+        timings = timed_side_by_side(samples, {"": run(subject), ", unprepared": run(subject, prepared=False)})
+        for variant, stats in timings.items():
+            for stat, value in stats.items():
+                results[f"subject lookup ({kind} entity){variant} {stat} ms"] = round(value, 2)
     for name, samples, make in (
-        ("subject lookup (typical entity)", typical, lambda s: lambda x: page(x, TripletFilter(subject=s))),
-        ("subject lookup (popular entity)", popular, lambda s: lambda x: page(x, TripletFilter(subject=s))),
         ("predicate+object lookup", pairs,
          lambda s: lambda x: page(x, TripletFilter(predicate=s[0], object=s[1]))),
         ("neighbours depth 2 (typical entity)", typical, lambda s: lambda x: triplet_query.neighbors(x, s, depth=2)),
@@ -174,6 +192,7 @@ def measure_reads(sessions: sessionmaker[Session], corpus: Corpus, lookups: int,
     with sessions() as session:
         triplet_query.find_distinct(session, TripletFilter(), limit=100)
     results["distinct page, whole store (once) ms"] = round(1000 * (time.perf_counter() - started), 1)
+    planning.kw["bind"].dispose()
     return results
 
 

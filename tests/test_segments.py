@@ -7,7 +7,7 @@ import time
 
 import pytest
 from alembic import command
-from sqlalchemy import event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import segments, store
@@ -225,3 +225,40 @@ def test_a_writer_merges_segments_past_the_bound(sessions: sessionmaker[Session]
     assert len(names) <= 5 and any(name.count("_") == 2 for name in names), names
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(TripletRow)) == 9
+
+
+def _prepared_runs(session: Session, fragment: str) -> int:
+    """How often this connection ran its prepared statements whose text holds ``fragment`` (0 on SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return 0
+    return session.scalar(select(func.coalesce(func.sum(text("generic_plans + custom_plans")), 0))
+                          .select_from(text("pg_prepared_statements")).where(text("statement LIKE :fragment")),
+                          {"fragment": f"%{fragment}%"})
+
+
+def test_a_lookup_prepared_before_segments_open_and_merge_counts_and_reads_them_all(database_url: str) -> None:
+    """A reader that commits keeps its prepared statements (models.db.read_sessions); the plans they
+    cached name the segments of their time, and must follow the view through new segments and merges."""
+    sessions = make_session_factory(database_url)
+    reader = sessionmaker(create_engine(database_url), expire_on_commit=False)  # a connection of its own
+    postgres = database_url.startswith("postgresql")
+
+    def look_up() -> tuple[int, list[str], int]:
+        with reader.begin() as session:
+            page = find_triplets(session, TripletFilter(subject="张玲"), limit=None)
+            return page.total, [record.object for record in page.items], _prepared_runs(session, "FROM triplets")
+
+    documents = _one_row_segments(sessions, 2)
+    for _ in range(6):  # psycopg prepares a statement on its fifth run
+        total, objects, runs_before = look_up()
+    assert (total, objects) == (2, ["剧0", "剧1"])
+    assert runs_before > 0 or not postgres
+    for number in range(2, 20):
+        _record(sessions, _documents(sessions, 1)[0], Triplet("张玲", "作品", f"剧{number}"))
+    with sessions.begin() as session:
+        assert segments.compact(session, keep=3) == 1
+    _record(sessions, documents[1], Triplet("张玲", "作品", "新剧"))  # replaced inside the merged segment
+    total, objects, runs_after = look_up()
+    assert len(_segment_names(sessions)) == 6  # the merged one, four left alone, one opened by the replacement
+    assert (total, objects) == (20, ["剧0", *(f"剧{n}" for n in range(2, 20)), "新剧"])
+    assert runs_after > runs_before or not postgres  # the same prepared statements answered

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import store
@@ -101,6 +101,19 @@ def test_jobs_report_counts_rate_and_eta(client: TestClient, store_ids: dict[str
     page = client.get("/").text
     assert '<progress max="5" value="4">' in page and "0.40" in page
     assert 'fetch("/api/jobs"' in page  # the live refresh
+
+
+def test_repeated_searches_run_prepared_statements_on_postgresql(client: TestClient, store_ids: dict[str, int],
+                                                                 database_url: str) -> None:
+    """Each request's session ends by committing: a rollback would make psycopg forget the connection's
+    prepared statements, and PostgreSQL would plan every search's union over the segments again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's driver keeps its statements whatever the session's end")
+    for _ in range(6):  # psycopg prepares a statement on its fifth run
+        assert client.get("/api/triplets", params={"subject": DIRECTOR.subject}).json()["total"] == 2
+    with client.app.state.sessions.begin() as session:  # the one pooled connection the requests used
+        statements = session.scalars(select(text("statement")).select_from(text("pg_prepared_statements"))).all()
+    assert any("FROM triplets" in statement for statement in statements), statements
 
 
 def test_triplet_filters_totals_and_pages(client: TestClient, store_ids: dict[str, int]) -> None:

@@ -122,7 +122,7 @@ class ScrapeCollector:
         yield from metrics
 
     def _jobs(self) -> Iterator[Metric]:
-        with self.runtime.sessions() as session:
+        with self.runtime.sessions.begin() as session:  # a commit keeps the prepared statements (read_sessions)
             jobs = [store.job_progress(session, job_id=job_id)
                     for job_id in store.unfinished_job_ids(session, limit=MAX_JOBS)]
         yield from job_metrics(jobs)

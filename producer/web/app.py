@@ -60,8 +60,9 @@ def duration(seconds: float | None) -> str:
 
 
 def session(request: Request) -> Iterator[Session]:
-    """One read session per request (a dependency of every route)."""
-    with request.app.state.sessions() as opened:
+    """One read session per request (a dependency of every route); see ``models.db.read_sessions``
+    for why it ends by committing."""
+    with request.app.state.sessions.begin() as opened:
         yield opened
 
 
