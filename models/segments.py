@@ -54,6 +54,9 @@ COLUMNS = (
 MAX_SEGMENTS = 256
 MERGE_FAN_IN = 16
 _ROLLOVER_LOCK = 0x7472_6970  # PostgreSQL advisory lock: one writer opens the next segment at a time
+# PostgreSQL advisory lock, held alone by a merge and shared by a writer deleting rows (a document stored
+# again): a row deleted from a segment after the merge copied it would come back with the copy.
+_MERGE_LOCK = 0x7472_6971
 _VIEW_LOCK_TIMEOUT = "50ms"
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock timeout
 _RETRY_SECONDS = 5.0
@@ -202,7 +205,10 @@ def _open_next(session: Session, full: Segment, first_id: int) -> Segment:
     connection = session.connection()
     opened = create_segment(connection, number=full.number + 1, first_id=first_id, capacity=full.capacity)
     log.info("triplet segment %s opened at id %d", opened.name, first_id)
-    if len(all_segments(session)) > MAX_SEGMENTS and (run := _mergeable_run(all_segments(session))):
+    # Past the bound a writer merges, unless writers deleting rows hold the merge lock: waiting for them
+    # could close a cycle (one of them may wait for this writer's rollover lock); a later rollover merges.
+    if (len(all_segments(session)) > MAX_SEGMENTS and _excluding_deleters(session, wait=False)
+            and (run := _mergeable_run(all_segments(session)))):
         merge_run(session, run)
     define_view(connection, [segment.name for segment in all_segments(session)])
     return opened
@@ -213,6 +219,7 @@ def compact(session: Session, *, keep: int) -> int:
 
     The readers' cost grows with the number of segments; each merge rewrites its rows once.
     """
+    _excluding_deleters(session, wait=True)
     merges = 0
     while len(current := all_segments(session)) > keep and (run := _mergeable_run(current)):
         merge_run(session, run)
@@ -220,6 +227,18 @@ def compact(session: Session, *, keep: int) -> int:
     if merges:
         define_view(session.connection(), [segment.name for segment in all_segments(session)])
     return merges
+
+
+def _excluding_deleters(session: Session, *, wait: bool) -> bool:
+    """Take the merge lock alone for the transaction (PostgreSQL; SQLite's writer is alone already);
+    whether it is held. Writers that delete rows wait for the merge, and the merge for them."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return True
+    if wait:
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MERGE_LOCK})")
+        return True
+    return bool(connection.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({_MERGE_LOCK})").scalar())
 
 
 def _mergeable_run(segments: Sequence[Segment]) -> list[Segment]:
@@ -235,7 +254,8 @@ def _mergeable_run(segments: Sequence[Segment]) -> list[Segment]:
 
 
 def merge_run(session: Session, run: Sequence[Segment]) -> Segment:
-    """Replace consecutive segments by one holding their rows; the view is the caller's to redefine."""
+    """Replace consecutive segments by one holding their rows; the view is the caller's to redefine,
+    and the merge lock the caller's to hold (``_excluding_deleters``)."""
     connection = session.connection()
     first, last = run[0], run[-1]
     names = [segment.name for segment in run]
@@ -284,6 +304,8 @@ def delete_rows(session: Session, document_ids: Sequence[int], *, model: str, ad
     before come here: a re-run, a second delivery)."""
     if not document_ids:
         return
+    if session.get_bind().dialect.name == "postgresql":  # no merge copies a segment while rows leave it
+        session.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_MERGE_LOCK})")
     for segment in all_segments(session):
         session.execute(
             text(f"DELETE FROM {segment.name} WHERE document_id IN :ids AND model = :model AND adapter = :adapter"

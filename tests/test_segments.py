@@ -262,3 +262,46 @@ def test_a_lookup_prepared_before_segments_open_and_merge_counts_and_reads_them_
     assert len(_segment_names(sessions)) == 6  # the merged one, four left alone, one opened by the replacement
     assert (total, objects) == (20, ["剧0", *(f"剧{n}" for n in range(2, 20)), "新剧"])
     assert runs_after > runs_before or not postgres  # the same prepared statements answered
+
+
+def test_a_document_stored_again_while_a_merge_copies_its_segment_keeps_only_its_new_rows(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a row deleted after the merge copied its segment must not come back with the copy."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's merge holds the store's one write lock: no writer runs beside it")
+    sessions = make_session_factory(database_url)
+    documents = _one_row_segments(sessions, 20)
+    copied, go = threading.Event(), threading.Event()
+    create_segment = segments.create_segment
+
+    def copy_then_wait(connection, **kwargs):  # type: ignore[no-untyped-def]
+        made = create_segment(connection, **kwargs)
+        if kwargs.get("fill") is not None:  # the merged segment holds its copy; the old ones are not dropped yet
+            copied.set()
+            go.wait(timeout=60)
+        return made
+
+    def compact() -> None:
+        with sessions.begin() as session:
+            segments.compact(session, keep=3)
+
+    monkeypatch.setattr(segments, "create_segment", copy_then_wait)
+    compactor = threading.Thread(target=compact)
+    compactor.start()
+    assert copied.wait(timeout=60)
+    writer = threading.Thread(target=_record, args=(sessions, documents[3], Triplet("张玲", "作品", "新剧")))
+    writer.start()
+    with sessions() as session:  # until the writer is done, or waits for the merge
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        deadline = time.monotonic() + 60
+        while writer.is_alive() and not session.scalar(waiting) and time.monotonic() < deadline:
+            session.rollback()
+            time.sleep(0.01)
+    go.set()
+    compactor.join(timeout=60)
+    writer.join(timeout=60)
+    assert not compactor.is_alive() and not writer.is_alive()
+    with sessions() as session:
+        objects = [r.object for r in session.scalars(matching(TripletFilter(document_id=documents[3])))]
+        assert session.scalar(select(func.count()).select_from(TripletRow)) == 20
+    assert objects == ["新剧"]
