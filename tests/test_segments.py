@@ -261,6 +261,7 @@ def test_a_lookup_prepared_before_segments_open_and_merge_counts_and_reads_them_
     total, objects, runs_after = look_up()
     assert len(_segment_names(sessions)) == 6  # the merged one, four left alone, one opened by the replacement
     assert (total, objects) == (20, ["剧0", *(f"剧{n}" for n in range(2, 20)), "新剧"])
+    reader.kw["bind"].dispose()
     assert runs_after > runs_before or not postgres  # the same prepared statements answered
 
 
