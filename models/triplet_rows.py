@@ -22,6 +22,11 @@ from models.segments import COLUMNS
 from models.triplet import Span, Triplet
 
 _NAMES = ", ".join(COLUMNS)
+# PostgreSQL's binary COPY: each value in the wire format of its column's type (varchar takes text's).
+# Sent as text, COPY took 17-21 µs a row to format and parse, where binary took 5 (300 k rows into an
+# unindexed table, 2-core machine): the formatting was most of the write path's COPY.
+_BINARY_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "int4", "int4", "text", "text",
+                 "text", "text", "timestamptz")
 
 
 def document_rows(document_id: int, text: str, triplets: Sequence[Triplet],
@@ -93,11 +98,13 @@ def insert_triplets(session: Session, rows: Iterable[tuple]) -> int:
         return len(numbered)
     import psycopg  # only a PostgreSQL store needs its driver
 
-    copy_rows = f"COPY {segment.name} ({_NAMES}) FROM STDIN"  # ids from the segments' shared sequence
+    # ids from the segments' shared sequence
+    copy_rows = f"COPY {segment.name} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
     driver = connection.connection.driver_connection
     written = 0
     try:
         with driver.cursor() as cursor, cursor.copy(copy_rows) as copy:
+            copy.set_types(_BINARY_TYPES)
             for written, row in enumerate(rows, 1):
                 copy.write_row(row)
     except psycopg.Error as exc:
