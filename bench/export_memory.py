@@ -69,7 +69,7 @@ def build_store(url: str, triplets: int, seed: int = 0) -> None:
         for start in range(0, triplets, CHUNK):  # into the store's segments, as workers write
             triplet_rows.insert_triplets(session, [
                 (first + n // PER_DOCUMENT, rng.choice(names), rng.choice(TYPES), rng.choice(PREDICATES),
-                 rng.choice(names), rng.choice(TYPES), None, None, None, None, "bench", "", "v1", f"{n:064x}",
+                 rng.choice(names), rng.choice(TYPES), None, None, None, None, "bench", "", "v1",
                  created_at)
                 for n in range(start, min(start + CHUNK, triplets))
             ])

@@ -47,7 +47,7 @@ DEFAULT_CAPACITY = {"sqlite": 65_536, "postgresql": 262_144}
 # Row columns after the id, in the order writers hand them over.
 COLUMNS = (
     "document_id", "subject", "subject_type", "predicate", "object", "object_type", "subject_start",
-    "subject_end", "object_start", "object_end", "model", "adapter", "prompt_version", "fingerprint", "created_at",
+    "subject_end", "object_start", "object_end", "model", "adapter", "prompt_version", "created_at",
 )
 # More segments than this and the writer that opens the next merges the oldest run first: SQLite
 # allows 500 terms in one compound SELECT, and every segment adds to each lookup.
@@ -102,7 +102,6 @@ def segment_table(name: str, dialect: str) -> Table:
         Column("model", String(500), nullable=False),
         Column("adapter", String(500), nullable=False),
         Column("prompt_version", String(50), nullable=False),
-        Column("fingerprint", String(64), nullable=False),
         Column("created_at", moment, nullable=False),
     )
     # The same lookups as the single table had (migration 0005/0006): a subject's rows in id order,
@@ -133,8 +132,9 @@ def create_segment(connection: Connection, *, number: int, first_id: int, capaci
     return Segment(number, name, first_id, capacity)
 
 
-def define_view(connection: Connection, names: Sequence[str]) -> None:
-    columns = ", ".join(("id", *COLUMNS))
+def define_view(connection: Connection, names: Sequence[str], columns: Sequence[str] = COLUMNS) -> None:
+    """The view ``triplets`` over these segments (``columns``: a migration's, where they differ)."""
+    columns = ", ".join(("id", *columns))
     body = " UNION ALL ".join(f"SELECT {columns} FROM {name}" for name in names)
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"CREATE OR REPLACE VIEW {VIEW} AS {body}")

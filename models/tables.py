@@ -120,7 +120,6 @@ class TripletRow(Base):
     model: Mapped[str] = mapped_column(String(500))
     adapter: Mapped[str] = mapped_column(String(500), default="")
     prompt_version: Mapped[str] = mapped_column(String(50))
-    fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     document: Mapped[Document] = relationship(back_populates="triplets")
 

@@ -9,7 +9,6 @@ as they are; ``bench/store.py`` times the result.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -26,27 +25,24 @@ _NAMES = ", ".join(COLUMNS)
 # Sent as text, COPY took 17-21 µs a row to format and parse, where binary took 5 (300 k rows into an
 # unindexed table, 2-core machine): the formatting was most of the write path's COPY.
 _BINARY_TYPES = ("int4", "text", "text", "text", "text", "text", "int4", "int4", "int4", "int4", "text", "text",
-                 "text", "text", "timestamptz")
+                 "text", "timestamptz")
 
 
 def document_rows(document_id: int, text: str, triplets: Sequence[Triplet],
                   spans: Sequence[tuple[Span | None, Span | None]] | None, *, model: str, adapter: str,
                   prompt_version: str, created_at: datetime | str) -> list[tuple]:
-    """One document's rows, a triplet repeated in the answer kept once.
+    """One document's rows, a triplet repeated in the answer (the same five fields) kept once.
 
-    The fingerprint (the key) is the SHA-256 of the triplet's five fields and the extractor, joined
-    by U+001F. One loop with nothing called per triplet but the hash and ``str.find``: it runs for
-    every stored triplet, and the calls it replaced were a fifth of the write path's time (2-core
-    machine, profiled).
+    One loop with nothing called per triplet but ``str.find``: it runs for every stored triplet, and
+    the calls it replaced were a fifth of the write path's time (2-core machine, profiled). Rows carry
+    no hash of their fields (migration 0008): nothing read it, and making it cost SQLite's writer a
+    fifth of its rate.
     """
     rows = []
-    seen: set[str] = set()
-    extractor = "\x1f" + "\x1f".join((model, adapter, prompt_version))
-    sha256 = hashlib.sha256
+    seen: set[tuple[str, str, str, str, str]] = set()
     for index, triplet in enumerate(triplets):
         subject, obj = triplet.subject, triplet.object
-        key = sha256(("\x1f".join((subject, triplet.subject_type, triplet.predicate, obj, triplet.object_type))
-                      + extractor).encode("utf-8")).hexdigest()
+        key = (subject, triplet.subject_type, triplet.predicate, obj, triplet.object_type)
         if key in seen:
             continue
         seen.add(key)
@@ -65,8 +61,7 @@ def document_rows(document_id: int, text: str, triplets: Sequence[Triplet],
             subject_start = subject_start if subject_start >= 0 else None
             object_start = object_start if object_start >= 0 else None
         rows.append((document_id, subject, triplet.subject_type, triplet.predicate, obj, triplet.object_type,
-                     subject_start, subject_end, object_start, object_end, model, adapter, prompt_version, key,
-                     created_at))
+                     subject_start, subject_end, object_start, object_end, model, adapter, prompt_version, created_at))
     return rows
 
 

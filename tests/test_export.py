@@ -50,8 +50,8 @@ def seed(sessions: sessionmaker[Session], rows: list[tuple[str, ...]], *, job: s
         ]).all()
         now = triplet_rows.timestamp(session, utcnow())
         triplet_rows.insert_triplets(session, [
-            (doc, s, st, p, o, ot, None, None, None, None, "m", "", "v1", f"{doc}-{i}", now)
-            for doc in doc_ids for i, (s, st, p, o, ot) in enumerate(rows)
+            (doc, s, st, p, o, ot, None, None, None, None, "m", "", "v1", now)
+            for doc in doc_ids for s, st, p, o, ot in rows
         ])
     return job_id
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import segments, store
@@ -142,6 +144,35 @@ def test_migration_0007_moves_the_rows_into_the_first_segment_and_back(database_
     with get_engine(database_url).connect() as connection:
         assert sorted(connection.exec_driver_sql("SELECT object FROM triplets").scalars()) == ["新剧", "旧剧"]
     upgrade(database_url)
+
+
+def _fingerprints(database_url: str) -> dict[str, list[str]]:
+    with get_engine(database_url).connect() as connection:
+        names = connection.exec_driver_sql("SELECT name FROM triplet_segments ORDER BY id").scalars().all()
+        return {name: list(connection.exec_driver_sql(f"SELECT fingerprint FROM {name} ORDER BY id").scalars())
+                for name in [*names, "triplets"]}
+
+
+def test_migration_0008_drops_the_fingerprints_and_gives_back_the_ones_0007s_writers_made(
+        sessions: sessionmaker[Session], database_url: str) -> None:
+    _capacity(sessions, 1)
+    first, second = _documents(sessions, 2)
+    _record(sessions, first, Triplet("张玲", "导演", "某剧", "人物", "影视作品"))
+    _record(sessions, second, Triplet("林在培", "主演", "某剧"))
+    command.downgrade(alembic_config(database_url), "0007")
+    # what 0007's writer stored: SHA-256 of the five fields and the extractor, joined by U+001F
+    expected = [hashlib.sha256("\x1f".join(fields).encode("utf-8")).hexdigest() for fields in (
+        ("张玲", "人物", "导演", "某剧", "影视作品", "tiny-glm", "", "v1"), ("林在培", "", "主演", "某剧", "", "tiny-glm", "", "v1"))]
+    assert _fingerprints(database_url) == {"triplets_0001": expected[:1], "triplets_0002": expected[1:],
+                                           "triplets": expected}
+    upgrade(database_url)
+    with pytest.raises(DBAPIError, match="fingerprint"):
+        _fingerprints(database_url)
+    third = _documents(sessions, 1)[0]
+    _record(sessions, third, Triplet("何赛飞", "主演", "某剧"))
+    with sessions() as session:
+        subjects = session.scalars(select(TripletRow.subject).order_by(TripletRow.id)).all()
+    assert subjects == ["张玲", "林在培", "何赛飞"]
 
 
 def test_a_subject_lookup_searches_every_segments_index(sessions: sessionmaker[Session]) -> None:

@@ -17,6 +17,8 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+# The segment's columns as this code writes them: upgraded from 0006 with it, the segment needs no
+# 0008 (which drops the fingerprint that 0007's first code still copied).
 _ALL = ", ".join(("id", *COLUMNS))
 
 
@@ -78,7 +80,8 @@ def downgrade() -> None:
         sa.UniqueConstraint("document_id", "fingerprint", name="uq_triplets_document_fingerprint"),
     )
     for name in names:
-        op.execute(f"INSERT INTO triplets ({_ALL}) SELECT {_ALL} FROM {name}")
+        # 0008's downgrade gave the segments their fingerprints back
+        op.execute(f"INSERT INTO triplets ({_ALL}, fingerprint) SELECT {_ALL}, fingerprint FROM {name}")
         op.drop_table(name)
     with op.batch_alter_table("triplets", schema=None) as batch_op:
         batch_op.create_index("ix_triplets_object_predicate", ["object", "predicate"], unique=False)
