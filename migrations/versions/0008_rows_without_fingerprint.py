@@ -13,6 +13,7 @@ import sqlite3
 import sqlalchemy as sa
 from alembic import op
 
+from models.errors import ConfigError
 from models.segments import COLUMNS, VIEW, define_view
 
 revision = "0008"
@@ -20,7 +21,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# The columns the view had at 0007: the fingerprint before the moment, as COLUMNS then listed them.
+# The columns the view had at 0007: the fingerprint before created_at, as COLUMNS then listed them.
 _COLUMNS_0007 = (*COLUMNS[:-1], "fingerprint", COLUMNS[-1])
 # The fingerprint 0007's writers made: SHA-256 of the five fields and the extractor, joined by U+001F.
 _FIELDS = ("subject", "subject_type", "predicate", "object", "object_type", "model", "adapter", "prompt_version")
@@ -36,7 +37,8 @@ def upgrade() -> None:
     if not any(_has_fingerprint(connection, name) for name in names):
         return  # 0007 ran with this code: its segments never had the column
     if connection.dialect.name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_DROP_COLUMN:
-        raise RuntimeError(f"SQLite {sqlite3.sqlite_version} cannot drop a column: this migration needs 3.35 or newer")
+        raise ConfigError(f"SQLite {sqlite3.sqlite_version} cannot drop a column: migration 0008 needs SQLite 3.35 or"
+                          " newer (this Python's sqlite3 module)")
     op.execute(f"DROP VIEW {VIEW}")  # it names the column
     for name in names:
         if _has_fingerprint(connection, name):
