@@ -34,15 +34,15 @@ def upgrade() -> None:
     # docs/benchmarks.md, run N).
     connection = op.get_bind()
     names = _segment_names(connection)
-    if not any(_has_fingerprint(connection, name) for name in names):
+    holding = [name for name in names if _has_fingerprint(connection, name)]
+    if not holding:
         return  # 0007 ran with this code: its segments never had the column
     if connection.dialect.name == "sqlite" and sqlite3.sqlite_version_info < _SQLITE_DROP_COLUMN:
         raise ConfigError(f"SQLite {sqlite3.sqlite_version} cannot drop a column: migration 0008 needs SQLite 3.35 or"
                           " newer (this Python's sqlite3 module)")
     op.execute(f"DROP VIEW {VIEW}")  # it names the column
-    for name in names:
-        if _has_fingerprint(connection, name):
-            op.execute(f"ALTER TABLE {name} DROP COLUMN fingerprint")
+    for name in holding:
+        op.execute(f"ALTER TABLE {name} DROP COLUMN fingerprint")
     define_view(connection, names)
 
 
