@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.db import one_of
 from models.errors import NotFoundError
-from models.tables import FINISHED, Document, Job, Status, as_utc, utcnow
+from models.tables import FINISHED, Document, Job, JobText, Status, as_utc, utcnow
 from models import segments, triplet_rows
 from models.triplet import Span, Triplet
 
@@ -70,36 +70,44 @@ def mark_job_submitted(session: Session, *, job_id: int) -> None:
 
 
 def add_documents(session: Session, *, job_id: int, documents: Sequence[NewDocument]) -> list[int]:
-    """Insert documents as pending; a text already in the job is skipped. Returns the new ids, in order
-    (both databases number new rows in the order they are inserted)."""
-    if not documents:
+    """Insert documents as pending; a text already in the job (or earlier in ``documents``) is skipped.
+    Returns the new ids, in order (both databases number new rows in the order they are inserted)."""
+    firsts: dict[str, NewDocument] = {}
+    for doc in documents:
+        firsts.setdefault(text_sha256(doc.text), doc)
+    if not firsts:
         return []
-    external_ids = [doc.external_id[:500] for doc in documents]
-    hashes = [text_sha256(doc.text) for doc in documents]
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         result = connection.exec_driver_sql(_ADD_DOCUMENTS_POSTGRES, {
-            "job_id": job_id, "created_at": utcnow(), "external_id": external_ids, "sha256": hashes,
-            "text": [doc.text for doc in documents]})
+            "job_id": job_id, "created_at": utcnow(), "sha256": list(firsts),
+            "external_id": [doc.external_id[:500] for doc in firsts.values()],
+            "text": [doc.text for doc in firsts.values()]})
         return sorted(result.scalars())
-    rows = [{"job_id": job_id, "external_id": external_id, "sha256": sha256, "text": doc.text}
-            for external_id, sha256, doc in zip(external_ids, hashes, documents)]
-    statement = (
-        sqlite.insert(Document.__table__)
-        .on_conflict_do_nothing(index_elements=["job_id", "sha256"])
-        .returning(Document.__table__.c.id)
-    )
-    return sorted(session.scalars(statement, rows))
+    claim_texts = sqlite.insert(JobText).on_conflict_do_nothing().returning(JobText.sha256)
+    new = set(session.scalars(claim_texts, [{"job_id": job_id, "sha256": sha256} for sha256 in firsts]))
+    if not new:
+        return []
+    rows = [{"job_id": job_id, "external_id": doc.external_id[:500], "sha256": sha256, "text": doc.text}
+            for sha256, doc in firsts.items() if sha256 in new]
+    return sorted(session.scalars(sqlite.insert(Document.__table__).returning(Document.__table__.c.id), rows))
 
 
-# One statement of three array parameters for the whole chunk. SQLAlchemy's multi-row INSERT renders
+# One statement of array parameters for the whole chunk. SQLAlchemy's multi-row INSERT renders
 # four parameters a document, which psycopg re-parses on every call (2,000-document chunks). The
-# defaults SQLAlchemy would apply (status, attempts, created_at) are written out.
+# defaults SQLAlchemy would apply (status, attempts, created_at) are written out. The job's texts
+# take the new hashes first; a text another transaction adds at the same time waits for it there.
 _ADD_DOCUMENTS_POSTGRES = """
+WITH d AS (
+    SELECT * FROM unnest(%(external_id)s::varchar[], %(sha256)s::varchar[], %(text)s::text[])
+        WITH ORDINALITY AS d(external_id, sha256, text, n)
+), new AS (
+    INSERT INTO job_texts (job_id, sha256) SELECT %(job_id)s, sha256 FROM d ORDER BY n
+    ON CONFLICT DO NOTHING RETURNING sha256
+)
 INSERT INTO documents (job_id, external_id, sha256, text, status, attempts, created_at)
 SELECT %(job_id)s, d.external_id, d.sha256, d.text, 'pending', 0, %(created_at)s
-FROM unnest(%(external_id)s::varchar[], %(sha256)s::varchar[], %(text)s::text[]) AS d(external_id, sha256, text)
-ON CONFLICT (job_id, sha256) DO NOTHING
+FROM d JOIN new USING (sha256) ORDER BY d.n
 RETURNING id
 """
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import pytest
+from alembic import command
+from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import claims, store
-from models.migrate import current_revision, head_revision
+from models.migrate import alembic_config, current_revision, head_revision, upgrade
 from models.tables import Document, Status, TripletRow
 from models.triplet import Triplet
 from models.triplet_query import TripletFilter, find_triplets
@@ -44,6 +47,27 @@ def test_duplicate_texts_in_a_job_are_skipped(sessions: sessionmaker[Session]) -
         elsewhere = store.add_documents(session, job_id=other_job.id, documents=[store.NewDocument("b", "x")])
     assert again == []
     assert len(elsewhere) == 1
+
+
+def test_migration_0009_keeps_each_jobs_texts_known_across_it(sessions: sessionmaker[Session],
+                                                                database_url: str) -> None:
+    first_job, _ = _job_with(sessions, "a", "b")
+    second_job, _ = _job_with(sessions, "b")
+    command.downgrade(alembic_config(database_url), "0008")
+    with sessions() as session:  # 0008 knew a job's texts by a unique index on the documents
+        assert "job_texts" not in inspect(session.connection()).get_table_names()
+        duplicate = {"job_id": first_job, "external_id": "x", "sha256": store.text_sha256("a"), "text": "a",
+                     "status": "pending", "attempts": 0, "crashes_alone": 0, "has_triplets": False}
+        with pytest.raises(IntegrityError):
+            session.execute(insert(Document.__table__).values(**duplicate))
+    upgrade(database_url)
+    with sessions.begin() as session:
+        def add(job_id: int, *texts: str) -> int:
+            return len(store.add_documents(session, job_id=job_id, documents=[store.NewDocument(t, t) for t in texts]))
+
+        assert (add(first_job, "a", "b"), add(second_job, "b"), add(second_job, "a", "c", "a")) == (0, 0, 2)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Document)) == 5
 
 
 def test_added_documents_are_pending_with_their_fields_in_input_order(sessions: sessionmaker[Session]) -> None:
