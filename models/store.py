@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.db import one_of
 from models.errors import NotFoundError
-from models.tables import FINISHED, Document, Job, JobText, Status, as_utc, utcnow
+from models.tables import FINISHED, Document, Job, Status, as_utc, utcnow
 from models import segments, triplet_rows
 from models.triplet import Span, Triplet
 
@@ -84,15 +84,20 @@ def add_documents(session: Session, *, job_id: int, documents: Sequence[NewDocum
             "external_id": [doc.external_id[:500] for doc in firsts.values()],
             "text": [doc.text for doc in firsts.values()]})
         return sorted(result.scalars())
-    claim_texts = sqlite.insert(JobText).on_conflict_do_nothing().returning(JobText.sha256)
-    new = set(session.scalars(claim_texts, [{"job_id": job_id, "sha256": sha256} for sha256 in firsts]))
+    # The session holds SQLite's one write lock from its BEGIN (``db._begin_immediate``): the texts
+    # found missing stay missing until it commits. Plain tuples: sqlite3 loops over them in C.
+    known = set(connection.exec_driver_sql(_KNOWN_TEXTS_SQLITE, (job_id, json.dumps(list(firsts)))).scalars())
+    new = [(sha256, doc) for sha256, doc in firsts.items() if sha256 not in known]
     if not new:
         return []
+    connection.exec_driver_sql("INSERT INTO job_texts (job_id, sha256) VALUES (?, ?)",
+                               [(job_id, sha256) for sha256, _ in new])
     rows = [{"job_id": job_id, "external_id": doc.external_id[:500], "sha256": sha256, "text": doc.text}
-            for sha256, doc in firsts.items() if sha256 in new]
+            for sha256, doc in new]
     return sorted(session.scalars(sqlite.insert(Document.__table__).returning(Document.__table__.c.id), rows))
 
 
+_KNOWN_TEXTS_SQLITE = "SELECT sha256 FROM job_texts WHERE job_id = ? AND sha256 IN (SELECT value FROM json_each(?))"
 # One statement of array parameters for the whole chunk. SQLAlchemy's multi-row INSERT renders
 # four parameters a document, which psycopg re-parses on every call (2,000-document chunks). The
 # defaults SQLAlchemy would apply (status, attempts, created_at) are written out. The job's texts
