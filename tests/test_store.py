@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from alembic import command
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,6 +71,38 @@ def test_migration_0009_keeps_each_jobs_texts_known_across_it(sessions: sessionm
         assert (add(first_job, "a", "b"), add(second_job, "b"), add(second_job, "a", "c", "a")) == (0, 0, 2)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Document)) == 5
+
+
+def test_a_text_two_producers_add_to_a_job_at_once_is_kept_once(sessions: sessionmaker[Session],
+                                                                 database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers take turns from their BEGIN: the second finds the text committed")
+    job_id, _ = _job_with(sessions)
+    first = sessions()
+    first.begin()
+    assert len(store.add_documents(first, job_id=job_id, documents=[store.NewDocument("x", "first")])) == 1
+    added: list[int] = []
+
+    def second() -> None:
+        with sessions.begin() as session:
+            added.extend(store.add_documents(session, job_id=job_id, documents=[
+                store.NewDocument("x", "second"), store.NewDocument("y", "second")]))
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    deadline = time.monotonic() + 30
+    with sessions() as watcher:  # the second waits for the first's uncommitted text
+        while not watcher.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                      " AND wait_event_type = 'Lock'")):
+            watcher.rollback()  # a transaction sees one snapshot of pg_stat_activity
+            assert time.monotonic() < deadline and thread.is_alive(), "the second producer did not wait"
+    first.commit()
+    first.close()
+    thread.join(timeout=30)
+    with sessions() as session:
+        kept = session.execute(select(Document.text, Document.external_id).where(Document.job_id == job_id)
+                               .order_by(Document.id)).all()
+    assert len(added) == 1 and [tuple(row) for row in kept] == [("x", "first"), ("y", "second")]
 
 
 def test_added_documents_are_pending_with_their_fields_in_input_order(sessions: sessionmaker[Session]) -> None:
