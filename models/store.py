@@ -101,13 +101,14 @@ _KNOWN_TEXTS_SQLITE = "SELECT sha256 FROM job_texts WHERE job_id = ? AND sha256 
 # One statement of array parameters for the whole chunk. SQLAlchemy's multi-row INSERT renders
 # four parameters a document, which psycopg re-parses on every call (2,000-document chunks). The
 # defaults SQLAlchemy would apply (status, attempts, created_at) are written out. The job's texts
-# take the new hashes first; a text another transaction adds at the same time waits for it there.
+# take the new hashes first, in hash order: a text another producer is adding waits there for its
+# commit, and two producers adding overlapping chunks take the same order, so neither deadlocks.
 _ADD_DOCUMENTS_POSTGRES = """
 WITH d AS (
     SELECT * FROM unnest(%(external_id)s::varchar[], %(sha256)s::varchar[], %(text)s::text[])
         WITH ORDINALITY AS d(external_id, sha256, text, n)
 ), new AS (
-    INSERT INTO job_texts (job_id, sha256) SELECT %(job_id)s, sha256 FROM d ORDER BY n
+    INSERT INTO job_texts (job_id, sha256) SELECT %(job_id)s, sha256 FROM d ORDER BY sha256
     ON CONFLICT DO NOTHING RETURNING sha256
 )
 INSERT INTO documents (job_id, external_id, sha256, text, status, attempts, created_at)

@@ -100,8 +100,8 @@ class JobText(Base):
 
     Not a unique index on the documents: an index there takes a new entry each time PostgreSQL
     updates a document's row to another version (claimed, done), and this one's inserts land on
-    random pages. Out of the documents, with no other change, marking them done cost 3.9 µs a
-    stored triplet where it cost 5.9 (1 M triplets, 2-core machine; docs/benchmarks.md, run O).
+    random pages. Out of the documents, marking them done cost 4.4-4.6 µs a stored triplet where it
+    cost 6.0-6.1 (1 M triplets, 2-core machine; docs/benchmarks.md, run O).
     """
 
     __tablename__ = "job_texts"

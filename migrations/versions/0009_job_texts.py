@@ -19,8 +19,9 @@ depends_on = None
 def upgrade() -> None:
     # PostgreSQL writes a new version of a document's row when it is claimed and when it is done, and
     # every index of the table takes an entry for it; the (job_id, sha256) one on a random page. Kept
-    # apart, that index is written once per text: marking documents done went from 5.9 to 3.9 µs a
-    # stored triplet, claiming from 9.0 to 7.3 (1 M triplets, 2-core machine; docs/benchmarks.md, run O).
+    # apart, that index is written once per text: marking documents done went from 6.0-6.1 to 4.4-4.6 µs
+    # a stored triplet, claiming from 9.1-9.2 to 7.4-7.8 (1 M triplets, 2-core machine; docs/benchmarks.md,
+    # run O).
     op.create_table(
         "job_texts",
         sa.Column("job_id", sa.Integer(), nullable=False),
